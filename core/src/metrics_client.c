@@ -1,0 +1,1120 @@
+/*
+ * metrics_client.c: the metrics client.
+ *
+ * A record call builds the metric's series text (name, type, labels) on
+ * the stack, then, under the client lock, finds the series in the newest
+ * batch and appends a 24-byte entry: no allocation once a series has been
+ * seen in the batch, and no network. Batches are sent whole by flush(),
+ * from the caller's thread, or by the background thread every flush
+ * interval; a batch that failed with a retryable error goes back to the
+ * front of the queue with a backoff.
+ *
+ * Memory is bounded by max_buffered: past it the oldest batch is dropped
+ * and counted. The cardinality guard bounds the distinct label sets of
+ * one metric name per flush window; further label sets are folded into
+ * {"monlight_overflow":"true"}.
+ */
+#include "internal.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OVERFLOW_LABELS "{\"monlight_overflow\":\"true\"}"
+
+/* A series seen in the current flush window, for the cardinality guard. */
+typedef struct window_name {
+    uint64_t hash;
+    uint32_t label_sets;
+    bool warned;
+} window_name;
+
+struct monlight_metrics_client {
+    ml_client base; /* first: the registry sees clients through it */
+    ml_config config;
+    ml_transport *transport;
+    ml_log_limiter limiter;
+    char *project_part; /* ,"project":"..." or "" */
+    uint32_t batch_limit; /* metrics per batch: 1000, or max_buffered */
+
+    pthread_mutex_t lock; /* guards every field below */
+    pthread_cond_t wake;  /* signals the background thread */
+    ml_batch *head;       /* oldest batch; records go to the tail */
+    ml_batch *tail;
+    size_t buffered;  /* metrics in the queue */
+    size_t in_flight; /* metrics taken by a sender */
+
+    uint64_t *window_series; /* open addressing set of series hashes */
+    size_t window_series_count;
+    size_t window_series_slots;
+    window_name *window_names;
+    size_t window_name_count;
+    size_t window_name_slots;
+
+    bool started;       /* start() was called: a thread should run */
+    bool thread_running;
+    bool stopping;
+    bool shut_down;
+    bool flush_requested;
+    double next_flush;
+    pthread_t thread;
+    char last_error[256];
+
+    _Atomic uint64_t delivered;
+    _Atomic uint64_t dropped;
+    _Atomic uint64_t retried;
+    _Atomic uint64_t failed;
+};
+
+/* A warning decided under the lock and logged after it is released: the
+ * log callback may wait for an interpreter lock, which must never happen
+ * while this client's lock is held. */
+typedef struct deferred_warning {
+    char text[320];
+    bool set;
+} deferred_warning;
+
+static void set_last_error(monlight_metrics_client *client, const char *format, ...)
+    ML_PRINTF(2, 3);
+
+/* Stores the message that monlight_*_last_error() returns; the message is
+ * cut at the buffer's size. */
+static void set_last_error(monlight_metrics_client *client, const char *format, ...)
+{
+    va_list args;
+    pthread_mutex_lock(&client->lock);
+    va_start(args, format);
+    vsnprintf(client->last_error, sizeof client->last_error, format, args);
+    va_end(args);
+    pthread_mutex_unlock(&client->lock);
+}
+
+/* Shows a metric name in a warning: printable ASCII, at most 60 bytes. */
+static void describe_name(const char *name, size_t length, char out[72])
+{
+    size_t n = length < 60 ? length : 60;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        out[i] = (c >= 0x20 && c < 0x7F) ? (char)c : '?';
+    }
+    strcpy(out + n, length > 60 ? "..." : "");
+}
+
+/* ------------------------------------------------------------------ */
+/* Cardinality window                                                 */
+/* ------------------------------------------------------------------ */
+
+static void window_reset(monlight_metrics_client *client)
+{
+    if (client->window_series_count)
+        memset(client->window_series, 0,
+               client->window_series_slots * sizeof *client->window_series);
+    if (client->window_name_count)
+        memset(client->window_names, 0,
+               client->window_name_slots * sizeof *client->window_names);
+    client->window_series_count = 0;
+    client->window_name_count = 0;
+}
+
+/* Hash 0 marks an empty slot; a real hash of 0 is moved to 1. */
+static uint64_t nonzero(uint64_t hash)
+{
+    return hash ? hash : 1;
+}
+
+static bool grow_window_series(monlight_metrics_client *client)
+{
+    size_t slots = client->window_series_slots ? client->window_series_slots * 2 : 64;
+    uint64_t *table = calloc(slots, sizeof *table);
+    if (!table)
+        return false;
+    for (size_t i = 0; i < client->window_series_slots; i++) {
+        uint64_t hash = client->window_series[i];
+        if (!hash)
+            continue;
+        size_t slot = hash & (slots - 1);
+        while (table[slot])
+            slot = (slot + 1) & (slots - 1);
+        table[slot] = hash;
+    }
+    free(client->window_series);
+    client->window_series = table;
+    client->window_series_slots = slots;
+    return true;
+}
+
+static bool grow_window_names(monlight_metrics_client *client)
+{
+    size_t slots = client->window_name_slots ? client->window_name_slots * 2 : 16;
+    window_name *table = calloc(slots, sizeof *table);
+    if (!table)
+        return false;
+    for (size_t i = 0; i < client->window_name_slots; i++) {
+        window_name *entry = &client->window_names[i];
+        if (!entry->hash)
+            continue;
+        size_t slot = entry->hash & (slots - 1);
+        while (table[slot].hash)
+            slot = (slot + 1) & (slots - 1);
+        table[slot] = *entry;
+    }
+    free(client->window_names);
+    client->window_names = table;
+    client->window_name_slots = slots;
+    return true;
+}
+
+/* Returns the slot of a series hash in the window set, or of the empty
+ * slot where it belongs. */
+static size_t window_series_slot(const monlight_metrics_client *client,
+                                 uint64_t hash)
+{
+    size_t mask = client->window_series_slots - 1;
+    size_t slot = hash & mask;
+    while (client->window_series[slot] && client->window_series[slot] != hash)
+        slot = (slot + 1) & mask;
+    return slot;
+}
+
+static bool window_contains(const monlight_metrics_client *client,
+                            uint64_t series_hash)
+{
+    if (client->window_series_slots == 0)
+        return false;
+    size_t slot = window_series_slot(client, nonzero(series_hash));
+    return client->window_series[slot] != 0;
+}
+
+static window_name *window_name_entry(monlight_metrics_client *client,
+                                      uint64_t hash)
+{
+    if ((client->window_name_count + 1) * 2 > client->window_name_slots &&
+        !grow_window_names(client))
+        return NULL;
+    size_t mask = client->window_name_slots - 1;
+    size_t slot = hash & mask;
+    while (client->window_names[slot].hash &&
+           client->window_names[slot].hash != hash)
+        slot = (slot + 1) & mask;
+    window_name *entry = &client->window_names[slot];
+    if (!entry->hash) {
+        entry->hash = hash;
+        client->window_name_count++;
+    }
+    return entry;
+}
+
+typedef enum window_verdict {
+    WINDOW_KNOWN,    /* seen already in this window */
+    WINDOW_NEW,      /* first time, admitted */
+    WINDOW_OVERFLOW, /* over the cap: fold into the overflow label set */
+    WINDOW_NO_MEMORY
+} window_verdict;
+
+static window_verdict window_admit(monlight_metrics_client *client,
+                                   uint64_t series_hash, uint64_t name_hash,
+                                   bool *first_overflow)
+{
+    series_hash = nonzero(series_hash);
+    name_hash = nonzero(name_hash);
+    *first_overflow = false;
+
+    if ((client->window_series_count + 1) * 2 > client->window_series_slots &&
+        !grow_window_series(client))
+        return WINDOW_NO_MEMORY;
+    size_t slot = window_series_slot(client, series_hash);
+    if (client->window_series[slot])
+        return WINDOW_KNOWN;
+
+    window_name *name = window_name_entry(client, name_hash);
+    if (!name)
+        return WINDOW_NO_MEMORY;
+    if (name->label_sets >= client->config.max_label_sets) {
+        *first_overflow = !name->warned;
+        name->warned = true;
+        return WINDOW_OVERFLOW;
+    }
+    name->label_sets++;
+    client->window_series[slot] = series_hash;
+    client->window_series_count++;
+    return WINDOW_NEW;
+}
+
+/* ------------------------------------------------------------------ */
+/* Recording                                                          */
+/* ------------------------------------------------------------------ */
+
+static const char *type_name(monlight_metric_type type)
+{
+    switch (type) {
+    case MONLIGHT_COUNTER: return "counter";
+    case MONLIGHT_HISTOGRAM: return "histogram";
+    case MONLIGHT_GAUGE: return "gauge";
+    }
+    return NULL;
+}
+
+/* Writes {"name":...,"type":...[,"labels":{...}] into out. */
+static void build_series_text(ml_buf *out, const char *name,
+                              size_t name_length, const char *type,
+                              const char *labels_json, size_t labels_length)
+{
+    ml_buf_append_str(out, "{\"name\":");
+    ml_json_append_string(out, name, name_length);
+    ml_buf_append_str(out, ",\"type\":\"");
+    ml_buf_append_str(out, type);
+    ml_buf_append_char(out, '"');
+    if (labels_length > 0) {
+        ml_buf_append_str(out, ",\"labels\":");
+        ml_buf_append(out, labels_json, labels_length);
+    }
+}
+
+static bool labels_json_valid(const char *text, size_t length)
+{
+    if (!ml_utf8_valid(text, length))
+        return false;
+    cJSON *parsed = cJSON_ParseWithLength(text, length);
+    bool valid = parsed && cJSON_IsObject(parsed);
+    cJSON_Delete(parsed);
+    return valid;
+}
+
+static monlight_status start_thread_locked(monlight_metrics_client *client);
+
+/* Drops the oldest batches while the queue holds more than the cap. */
+static size_t enforce_cap_locked(monlight_metrics_client *client)
+{
+    size_t dropped = 0;
+    while (client->buffered > client->config.max_buffered &&
+           client->head && client->head != client->tail) {
+        ml_batch *oldest = client->head;
+        client->head = oldest->next;
+        client->buffered -= oldest->count;
+        dropped += oldest->count;
+        ml_batch_free(oldest);
+    }
+    if (dropped)
+        atomic_fetch_add(&client->dropped, dropped);
+    return dropped;
+}
+
+static monlight_status refuse(monlight_metrics_client *client,
+                              const char *name, size_t name_length,
+                              const char *reason)
+{
+    char shown[72];
+    char text[256];
+
+    describe_name(name ? name : "", name ? name_length : 0, shown);
+    snprintf(text, sizeof text, "metric \"%s\" rejected: %s", shown, reason);
+    atomic_fetch_add(&client->dropped, 1);
+    set_last_error(client, "%s", text);
+    ml_log(&client->config.logger, &client->limiter, MONLIGHT_LOG_WARNING,
+           "%s", text);
+    return MONLIGHT_INVALID_ARGUMENT;
+}
+
+static monlight_status record(monlight_metrics_client *client,
+                              monlight_metric_type type, const char *name,
+                              size_t name_length, double value,
+                              const char *labels_json, size_t labels_length,
+                              bool labels_trusted)
+{
+    /* Validate: one bad metric is refused here, alone. */
+    if (!client)
+        return MONLIGHT_INVALID_ARGUMENT;
+    const char *type_text = type_name(type);
+    if (!type_text)
+        return refuse(client, name, name_length, "unknown metric type");
+    if (!name || name_length == 0)
+        return refuse(client, "", 0, "name is empty");
+    if (name_length > ML_METRIC_NAME_MAX)
+        return refuse(client, name, name_length,
+                      "name is over 200 bytes");
+    if (!ml_utf8_valid(name, name_length))
+        return refuse(client, name, name_length, "name is not valid UTF-8");
+    if (!isfinite(value))
+        return refuse(client, name, name_length,
+                      "value is not a finite number (NaN or infinity)");
+    if (!labels_json)
+        labels_length = 0;
+
+    /* Prepare the series text outside the lock. */
+    int64_t timestamp = ml_wall_seconds();
+    char storage[512];
+    ml_buf text;
+    ml_buf_init_with(&text, storage, sizeof storage);
+    build_series_text(&text, name, name_length, type_text, labels_json,
+                      labels_length);
+    uint64_t name_hash = ml_hash(ML_HASH_SEED, name, name_length);
+    uint64_t series_hash = ml_hash(ML_HASH_SEED, text.data, text.length);
+    size_t entry_size = ml_entry_body_size(text.length, strlen(client->project_part));
+    if (text.failed) {
+        ml_buf_free(&text);
+        return refuse(client, name, name_length, "out of memory");
+    }
+    if (entry_size + 2 > ML_METRICS_BODY_MAX) {
+        ml_buf_free(&text);
+        return refuse(client, name, name_length,
+                      "labels make it larger than a 512 KiB batch");
+    }
+
+    /* Act: admit, find the batch and the series, append. */
+    deferred_warning warning = {.set = false};
+    monlight_status status = MONLIGHT_OK;
+    pthread_mutex_lock(&client->lock);
+
+    if (client->shut_down) {
+        status = MONLIGHT_SHUT_DOWN;
+        goto unlock;
+    }
+    if (client->started && !client->thread_running)
+        start_thread_locked(client); /* first record in a forked child */
+
+    /* Label text from a binding is checked the first time its series is
+     * seen in a window; after that the series' hash vouches for it. */
+    if (!labels_trusted && labels_length > 0 &&
+        !window_contains(client, series_hash) &&
+        !labels_json_valid(labels_json, labels_length)) {
+        status = MONLIGHT_INVALID_ARGUMENT;
+        goto unlock;
+    }
+    bool first_overflow;
+    window_verdict verdict = window_admit(client, series_hash, name_hash,
+                                          &first_overflow);
+    if (verdict == WINDOW_NO_MEMORY) {
+        status = MONLIGHT_NO_MEMORY;
+        goto unlock;
+    }
+    if (verdict == WINDOW_OVERFLOW) {
+        ml_buf_clear(&text);
+        build_series_text(&text, name, name_length, type_text, OVERFLOW_LABELS,
+                          strlen(OVERFLOW_LABELS));
+        series_hash = ml_hash(ML_HASH_SEED, text.data, text.length);
+        entry_size = ml_entry_body_size(text.length, strlen(client->project_part));
+        if (first_overflow) {
+            char shown[72];
+            describe_name(name, name_length, shown);
+            snprintf(warning.text, sizeof warning.text,
+                     "metric \"%s\" has more than %zu label sets in one flush "
+                     "window; further label sets are recorded as %s",
+                     shown, client->config.max_label_sets, OVERFLOW_LABELS);
+            warning.set = true;
+        }
+    }
+
+    ml_batch *batch = client->tail;
+    if (!batch || batch->count >= client->batch_limit ||
+        batch->body_size + entry_size > ML_METRICS_BODY_MAX) {
+        batch = ml_batch_new();
+        if (!batch) {
+            status = MONLIGHT_NO_MEMORY;
+            goto unlock;
+        }
+        if (client->tail)
+            client->tail->next = batch;
+        else
+            client->head = batch;
+        client->tail = batch;
+    }
+
+    uint32_t series = ml_batch_series(batch, series_hash, text.data, text.length);
+    if (series == UINT32_MAX ||
+        !ml_batch_append(batch, series, value, timestamp, entry_size)) {
+        status = MONLIGHT_NO_MEMORY;
+        goto unlock;
+    }
+    client->buffered++;
+
+    /* Publish: keep memory bounded, and wake the sender early when the
+     * queue is half full so that the cap is rarely reached. */
+    size_t dropped = enforce_cap_locked(client);
+    if (dropped && !warning.set) {
+        snprintf(warning.text, sizeof warning.text,
+                 "metrics buffer over max_buffered (%zu); dropped the %zu "
+                 "oldest metrics",
+                 client->config.max_buffered, dropped);
+        warning.set = true;
+    }
+    if (client->thread_running && client->buffered >= client->config.max_buffered / 2 &&
+        !client->flush_requested) {
+        client->flush_requested = true;
+        pthread_cond_signal(&client->wake);
+    }
+
+unlock:
+    pthread_mutex_unlock(&client->lock);
+    ml_buf_free(&text);
+    if (warning.set)
+        ml_log(&client->config.logger, &client->limiter, MONLIGHT_LOG_WARNING,
+               "%s", warning.text);
+    if (status == MONLIGHT_NO_MEMORY)
+        return refuse(client, name, name_length, "out of memory");
+    if (status == MONLIGHT_INVALID_ARGUMENT)
+        return refuse(client, name, name_length,
+                      "labels are not the JSON text of an object");
+    return status;
+}
+
+monlight_status monlight_metrics_client_record_json(
+    monlight_metrics_client *client, monlight_metric_type type,
+    const char *name, size_t name_length, double value,
+    const char *labels_json, size_t labels_json_length)
+{
+    return record(client, type, name, name_length, value, labels_json,
+                  labels_json_length, false);
+}
+
+monlight_status monlight_metrics_client_record(monlight_metrics_client *client,
+                                               monlight_metric_type type,
+                                               const char *name,
+                                               size_t name_length,
+                                               double value,
+                                               const monlight_label *labels,
+                                               size_t label_count)
+{
+    if (label_count > 0 && !labels)
+        return client ? refuse(client, name, name_length,
+                               "labels is NULL with a non-zero count")
+                      : MONLIGHT_INVALID_ARGUMENT;
+
+    /* Labels become JSON text once here; invalid UTF-8 in a key or a value
+     * is repaired rather than refused, since labels often echo input. */
+    char storage[512];
+    ml_buf labels_json;
+    ml_buf_init_with(&labels_json, storage, sizeof storage);
+    if (label_count > 0) {
+        ml_buf_append_char(&labels_json, '{');
+        for (size_t i = 0; i < label_count; i++) {
+            const monlight_label *label = &labels[i];
+            if ((!label->key && label->key_length) ||
+                (!label->value && label->value_length)) {
+                ml_buf_free(&labels_json);
+                return client ? refuse(client, name, name_length,
+                                       "a label key or value is NULL")
+                              : MONLIGHT_INVALID_ARGUMENT;
+            }
+            if (i > 0)
+                ml_buf_append_char(&labels_json, ',');
+            const char *parts[2] = {label->key ? label->key : "",
+                                    label->value ? label->value : ""};
+            size_t lengths[2] = {label->key_length, label->value_length};
+            for (int part = 0; part < 2; part++) {
+                if (ml_utf8_valid(parts[part], lengths[part])) {
+                    ml_json_append_string(&labels_json, parts[part], lengths[part]);
+                } else {
+                    ml_buf repaired;
+                    ml_buf_init(&repaired);
+                    ml_utf8_sanitize(&repaired, parts[part], lengths[part]);
+                    ml_json_append_string(&labels_json, repaired.data,
+                                          repaired.length);
+                    ml_buf_free(&repaired);
+                }
+                if (part == 0)
+                    ml_buf_append_char(&labels_json, ':');
+            }
+        }
+        ml_buf_append_char(&labels_json, '}');
+    }
+
+    monlight_status status =
+        labels_json.failed
+            ? MONLIGHT_NO_MEMORY
+            : record(client, type, name, name_length, value, labels_json.data,
+                     labels_json.length, true);
+    ml_buf_free(&labels_json);
+    return status;
+}
+
+monlight_status monlight_counter(monlight_metrics_client *client,
+                                 const char *name, double value,
+                                 const monlight_label *labels,
+                                 size_t label_count)
+{
+    return monlight_metrics_client_record(client, MONLIGHT_COUNTER, name,
+                                          name ? strlen(name) : 0, value,
+                                          labels, label_count);
+}
+
+monlight_status monlight_histogram(monlight_metrics_client *client,
+                                   const char *name, double value,
+                                   const monlight_label *labels,
+                                   size_t label_count)
+{
+    return monlight_metrics_client_record(client, MONLIGHT_HISTOGRAM, name,
+                                          name ? strlen(name) : 0, value,
+                                          labels, label_count);
+}
+
+monlight_status monlight_gauge(monlight_metrics_client *client,
+                               const char *name, double value,
+                               const monlight_label *labels,
+                               size_t label_count)
+{
+    return monlight_metrics_client_record(client, MONLIGHT_GAUGE, name,
+                                          name ? strlen(name) : 0, value,
+                                          labels, label_count);
+}
+
+/* ------------------------------------------------------------------ */
+/* Sending                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Moves batches out of the queue for sending: all of them, or only those
+ * whose retry time has come. Starts a new cardinality window, since the
+ * taken metrics now belong to a sent flush.
+ */
+static ml_batch *take_batches_locked(monlight_metrics_client *client,
+                                     bool due_only, double now)
+{
+    ml_batch *taken = NULL, **taken_end = &taken;
+    ml_batch *kept = NULL, **kept_end = &kept;
+
+    for (ml_batch *batch = client->head, *next; batch; batch = next) {
+        next = batch->next;
+        batch->next = NULL;
+        if (!due_only || batch->next_attempt <= now) {
+            *taken_end = batch;
+            taken_end = &batch->next;
+            client->buffered -= batch->count;
+            client->in_flight += batch->count;
+        } else {
+            *kept_end = batch;
+            kept_end = &batch->next;
+        }
+    }
+
+    client->head = kept;
+    client->tail = NULL;
+    for (ml_batch *batch = kept; batch; batch = batch->next)
+        client->tail = batch;
+    window_reset(client);
+    return taken;
+}
+
+/* Puts batches that will be retried back at the front, oldest first. */
+static void requeue_locked(monlight_metrics_client *client, ml_batch *batches)
+{
+    if (!batches)
+        return;
+    ml_batch *last = batches;
+    size_t count = last->count;
+    while (last->next) {
+        last = last->next;
+        count += last->count;
+    }
+    last->next = client->head;
+    client->head = batches;
+    if (!client->tail)
+        client->tail = last;
+    client->buffered += count;
+}
+
+static size_t batch_list_count(const ml_batch *batch)
+{
+    size_t count = 0;
+    for (; batch; batch = batch->next)
+        count += batch->count;
+    return count;
+}
+
+static void free_batch_list(ml_batch *batch)
+{
+    while (batch) {
+        ml_batch *next = batch->next;
+        ml_batch_free(batch);
+        batch = next;
+    }
+}
+
+/*
+ * Sends a list of batches taken from the queue, in order, from the
+ * calling thread. Batches that fail with a retryable error are requeued
+ * with a backoff; after a connection failure or a 429 the rest of the
+ * list is requeued untried, since the server would answer the same.
+ * Returns the first failure, or OK.
+ */
+static monlight_status send_batches(monlight_metrics_client *client,
+                                    ml_batch *list)
+{
+    size_t taken_count = batch_list_count(list);
+    monlight_status result = MONLIGHT_OK;
+    ml_batch *retry = NULL, **retry_end = &retry;
+    ml_buf body;
+    ml_buf_init(&body);
+
+    while (list) {
+        ml_batch *batch = list;
+        list = batch->next;
+        batch->next = NULL;
+
+        ml_batch_serialize(batch, client->project_part, &body);
+        ml_response response;
+        if (body.failed) {
+            memset(&response, 0, sizeof response);
+            response.status = MONLIGHT_NO_MEMORY;
+            snprintf(response.detail, sizeof response.detail, "out of memory");
+        } else {
+            client->transport->ops->post(client->transport,
+                                         client->config.endpoint_url,
+                                         body.data, body.length, &response);
+        }
+
+        if (response.status == MONLIGHT_OK) {
+            atomic_fetch_add(&client->delivered, batch->count);
+            ml_batch_free(batch);
+            continue;
+        }
+        if (result == MONLIGHT_OK)
+            result = response.status;
+
+        if (response.retryable) {
+            batch->attempts++;
+            double delay = ml_backoff_delay(batch->attempts,
+                                            client->config.retry_max_delay,
+                                            response.retry_after);
+            batch->next_attempt = ml_monotonic_now() + delay;
+            atomic_fetch_add(&client->retried, batch->count);
+            ml_log(&client->config.logger, &client->limiter,
+                   MONLIGHT_LOG_WARNING,
+                   "metrics: sending %u metrics to %s failed: %s; retrying "
+                   "in %.1f s",
+                   batch->count, client->config.endpoint_url, response.detail,
+                   delay);
+            result = MONLIGHT_RETRY_SCHEDULED;
+            set_last_error(client, "sending metrics failed: %s",
+                           response.detail);
+            *retry_end = batch;
+            retry_end = &batch->next;
+
+            /* The server is down or throttling: the rest waits with it. */
+            if (response.status == MONLIGHT_CONNECT_FAILED ||
+                response.status == MONLIGHT_RATE_LIMITED) {
+                for (ml_batch *rest = list; rest; rest = rest->next)
+                    rest->next_attempt = batch->next_attempt;
+                *retry_end = list;
+                list = NULL;
+            }
+            continue;
+        }
+
+        bool aborted = response.status == MONLIGHT_ABORTED;
+        atomic_fetch_add(aborted ? &client->dropped : &client->failed,
+                         batch->count);
+        ml_log(&client->config.logger, &client->limiter, MONLIGHT_LOG_WARNING,
+               "metrics: sending %u metrics to %s failed: %s; %s", batch->count,
+               client->config.endpoint_url, response.detail,
+               aborted ? "dropped at the shutdown deadline" : "not retried");
+        set_last_error(client, "sending metrics failed: %s", response.detail);
+        ml_batch_free(batch);
+    }
+    ml_buf_free(&body);
+
+    pthread_mutex_lock(&client->lock);
+    client->in_flight -= taken_count;
+    if (client->shut_down && retry) {
+        /* Shut down while this send was running: shutdown's own flush has
+         * already run, so these cannot wait for a retry. */
+        atomic_fetch_add(&client->dropped, batch_list_count(retry));
+        free_batch_list(retry);
+        retry = NULL;
+    }
+    requeue_locked(client, retry);
+    pthread_mutex_unlock(&client->lock);
+    return result;
+}
+
+/* ------------------------------------------------------------------ */
+/* Background thread and lifecycle                                    */
+/* ------------------------------------------------------------------ */
+
+static double earliest_retry_locked(const monlight_metrics_client *client)
+{
+    double earliest = 0;
+    for (const ml_batch *batch = client->head; batch; batch = batch->next)
+        if (batch->attempts > 0 &&
+            (earliest == 0 || batch->next_attempt < earliest))
+            earliest = batch->next_attempt;
+    return earliest;
+}
+
+static void *flush_thread(void *argument)
+{
+    monlight_metrics_client *client = argument;
+
+    pthread_mutex_lock(&client->lock);
+    while (!client->stopping) {
+        double now = ml_monotonic_now();
+        double wake_at = client->next_flush;
+        double retry_at = earliest_retry_locked(client);
+        if (retry_at > 0 && retry_at < wake_at)
+            wake_at = retry_at;
+        if (client->flush_requested)
+            wake_at = now;
+
+        if (wake_at > now) {
+            struct timespec until;
+            ml_deadline_to_timespec(wake_at, &until);
+            pthread_cond_timedwait(&client->wake, &client->lock, &until);
+            continue;
+        }
+
+        if (now >= client->next_flush || client->flush_requested) {
+            client->next_flush = now + client->config.flush_interval;
+            client->flush_requested = false;
+        }
+        ml_batch *taken = take_batches_locked(client, true, now);
+        if (!taken)
+            continue;
+        pthread_mutex_unlock(&client->lock);
+        send_batches(client, taken);
+        pthread_mutex_lock(&client->lock);
+    }
+    pthread_mutex_unlock(&client->lock);
+    return NULL;
+}
+
+/* Starts the flush thread with every signal blocked, so that the host's
+ * signal handlers keep running in the host's own threads. */
+static monlight_status start_thread_locked(monlight_metrics_client *client)
+{
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    int rc = pthread_create(&client->thread, NULL, flush_thread, client);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+
+    if (rc != 0)
+        return MONLIGHT_THREAD_FAILED;
+    client->thread_running = true;
+    client->stopping = false;
+    client->next_flush = ml_monotonic_now() + client->config.flush_interval;
+    return MONLIGHT_OK;
+}
+
+monlight_status monlight_metrics_client_start(monlight_metrics_client *client)
+{
+    if (!client)
+        return MONLIGHT_INVALID_ARGUMENT;
+
+    monlight_status status = MONLIGHT_OK;
+    pthread_mutex_lock(&client->lock);
+    if (client->shut_down) {
+        status = MONLIGHT_SHUT_DOWN;
+    } else {
+        client->started = true;
+        if (!client->thread_running)
+            status = start_thread_locked(client);
+    }
+    pthread_mutex_unlock(&client->lock);
+
+    if (status == MONLIGHT_THREAD_FAILED) {
+        set_last_error(client, "%s", "could not start the flush thread");
+        ml_log(&client->config.logger, NULL, MONLIGHT_LOG_WARNING,
+               "metrics: could not start the flush thread; metrics are sent "
+               "only by flush() and at shutdown");
+    }
+    return status;
+}
+
+monlight_status monlight_metrics_client_flush(monlight_metrics_client *client)
+{
+    if (!client)
+        return MONLIGHT_INVALID_ARGUMENT;
+
+    pthread_mutex_lock(&client->lock);
+    if (client->shut_down) {
+        pthread_mutex_unlock(&client->lock);
+        return MONLIGHT_SHUT_DOWN;
+    }
+    ml_batch *taken = take_batches_locked(client, false, 0);
+    pthread_mutex_unlock(&client->lock);
+
+    if (!taken)
+        return MONLIGHT_OK;
+    return send_batches(client, taken);
+}
+
+/*
+ * Sends what is left within the deadline: batches are tried in order,
+ * retryable failures are retried while the backoff still fits before the
+ * deadline, and whatever is left then is dropped and counted.
+ */
+static void final_flush(monlight_metrics_client *client, double deadline)
+{
+    pthread_mutex_lock(&client->lock);
+    ml_batch *taken = take_batches_locked(client, false, 0);
+    pthread_mutex_unlock(&client->lock);
+
+    size_t count = batch_list_count(taken);
+    if (count == 0)
+        return;
+    if (client->config.exit_deadline <= 0) {
+        atomic_fetch_add(&client->dropped, count);
+        free_batch_list(taken);
+        pthread_mutex_lock(&client->lock);
+        client->in_flight -= count;
+        pthread_mutex_unlock(&client->lock);
+        ml_log(&client->config.logger, NULL, MONLIGHT_LOG_WARNING,
+               "metrics: %zu metrics dropped at shutdown (exit_deadline is 0)",
+               count);
+        return;
+    }
+
+    while (taken) {
+        /* Retryable failures are requeued and taken again below. */
+        send_batches(client, taken);
+        pthread_mutex_lock(&client->lock);
+        double retry_at = earliest_retry_locked(client);
+        taken = NULL;
+        if (client->head && retry_at < deadline && ml_monotonic_now() < deadline)
+            taken = take_batches_locked(client, false, 0);
+        pthread_mutex_unlock(&client->lock);
+        if (taken)
+            ml_sleep(retry_at - ml_monotonic_now());
+    }
+
+    pthread_mutex_lock(&client->lock);
+    ml_batch *left = take_batches_locked(client, false, 0);
+    client->in_flight -= batch_list_count(left);
+    pthread_mutex_unlock(&client->lock);
+    size_t left_count = batch_list_count(left);
+    if (left_count) {
+        atomic_fetch_add(&client->dropped, left_count);
+        ml_log(&client->config.logger, NULL, MONLIGHT_LOG_WARNING,
+               "metrics: %zu metrics could not be delivered before the "
+               "shutdown deadline and were dropped",
+               left_count);
+    }
+    free_batch_list(left);
+}
+
+static monlight_status shutdown_until(monlight_metrics_client *client,
+                                      double deadline)
+{
+    pthread_mutex_lock(&client->lock);
+    if (client->shut_down) {
+        pthread_mutex_unlock(&client->lock);
+        return MONLIGHT_OK;
+    }
+    /* The flag is set only after the final flush has taken the queue,
+     * but record() must stop adding now: stopping does that. */
+    client->stopping = true;
+    bool joined_needed = client->thread_running;
+    atomic_store(&client->transport->abort_at, deadline);
+    pthread_cond_broadcast(&client->wake);
+    pthread_mutex_unlock(&client->lock);
+
+    /* The thread finishes its current send, aborted at the deadline. */
+    if (joined_needed)
+        pthread_join(client->thread, NULL);
+
+    pthread_mutex_lock(&client->lock);
+    client->thread_running = false;
+    client->started = false;
+    pthread_mutex_unlock(&client->lock);
+
+    final_flush(client, deadline);
+
+    pthread_mutex_lock(&client->lock);
+    client->shut_down = true;
+    ml_batch *late = take_batches_locked(client, false, 0);
+    client->in_flight -= batch_list_count(late);
+    pthread_mutex_unlock(&client->lock);
+    size_t late_count = batch_list_count(late);
+    if (late_count)
+        atomic_fetch_add(&client->dropped, late_count);
+    free_batch_list(late);
+    return MONLIGHT_OK;
+}
+
+monlight_status monlight_metrics_client_shutdown(monlight_metrics_client *client)
+{
+    if (!client)
+        return MONLIGHT_INVALID_ARGUMENT;
+    return shutdown_until(client, ml_monotonic_now() + client->config.exit_deadline);
+}
+
+uint64_t monlight_metrics_client_stat(monlight_metrics_client *client,
+                                      monlight_stat stat)
+{
+    if (!client)
+        return 0;
+    switch (stat) {
+    case MONLIGHT_STAT_DELIVERED: return atomic_load(&client->delivered);
+    case MONLIGHT_STAT_DROPPED: return atomic_load(&client->dropped);
+    case MONLIGHT_STAT_RETRIED: return atomic_load(&client->retried);
+    case MONLIGHT_STAT_FAILED: return atomic_load(&client->failed);
+    case MONLIGHT_STAT_PENDING: {
+        pthread_mutex_lock(&client->lock);
+        uint64_t pending = client->buffered + client->in_flight;
+        pthread_mutex_unlock(&client->lock);
+        return pending;
+    }
+    }
+    return 0;
+}
+
+size_t monlight_metrics_client_last_error(monlight_metrics_client *client,
+                                          char *buffer, size_t size)
+{
+    if (!client) {
+        if (buffer && size)
+            buffer[0] = '\0';
+        return 0;
+    }
+    pthread_mutex_lock(&client->lock);
+    size_t length = strlen(client->last_error);
+    if (buffer && size)
+        snprintf(buffer, size, "%s", client->last_error);
+    pthread_mutex_unlock(&client->lock);
+    return length;
+}
+
+/* ------------------------------------------------------------------ */
+/* Registry hooks: exit and fork                                      */
+/* ------------------------------------------------------------------ */
+
+static void hook_prepare_fork(ml_client *base)
+{
+    monlight_metrics_client *client = (monlight_metrics_client *)base;
+    pthread_mutex_lock(&client->lock);
+    client->transport->ops->prepare_fork(client->transport);
+}
+
+static void hook_parent_after_fork(ml_client *base)
+{
+    monlight_metrics_client *client = (monlight_metrics_client *)base;
+    client->transport->ops->parent_after_fork(client->transport);
+    pthread_mutex_unlock(&client->lock);
+}
+
+/*
+ * In a forked child: the flush thread does not exist there, and what the
+ * parent buffered is the parent's to send, so the child starts empty. The
+ * lock and condition variable are made anew; the thread is restarted by
+ * the child's first record when start() had been called.
+ */
+static void hook_child_after_fork(ml_client *base)
+{
+    monlight_metrics_client *client = (monlight_metrics_client *)base;
+
+    client->transport->ops->after_fork_child(client->transport);
+    free_batch_list(client->head);
+    client->head = client->tail = NULL;
+    client->buffered = 0;
+    client->in_flight = 0;
+    window_reset(client);
+    client->thread_running = false;
+    client->stopping = false;
+    client->flush_requested = false;
+    atomic_store(&client->delivered, 0);
+    atomic_store(&client->dropped, 0);
+    atomic_store(&client->retried, 0);
+    atomic_store(&client->failed, 0);
+    pthread_mutex_init(&client->lock, NULL);
+    ml_cond_init_monotonic(&client->wake);
+    ml_log_limiter_init(&client->limiter);
+}
+
+static void hook_shutdown(ml_client *base)
+{
+    monlight_metrics_client *client = (monlight_metrics_client *)base;
+    shutdown_until(client, ml_monotonic_now() + client->config.exit_deadline);
+}
+
+static const ml_client_ops metrics_hooks = {
+    hook_prepare_fork, hook_parent_after_fork, hook_child_after_fork,
+    hook_shutdown,
+};
+
+/* ------------------------------------------------------------------ */
+/* Creation and destruction                                           */
+/* ------------------------------------------------------------------ */
+
+monlight_status monlight_metrics_client_new(monlight_options *options,
+                                            monlight_metrics_client **out)
+{
+    if (!out)
+        return MONLIGHT_INVALID_ARGUMENT;
+    *out = NULL;
+    if (!options)
+        return MONLIGHT_INVALID_ARGUMENT;
+    if (!ml_global_init()) {
+        snprintf(options->last_error, sizeof options->last_error,
+                 "libcurl could not be initialised");
+        return MONLIGHT_TRANSPORT_FAILED;
+    }
+
+    monlight_metrics_client *client = calloc(1, sizeof *client);
+    if (!client) {
+        snprintf(options->last_error, sizeof options->last_error, "out of memory");
+        return MONLIGHT_NO_MEMORY;
+    }
+    monlight_status status = ml_config_init(&client->config, options, "/api/metrics");
+    if (status != MONLIGHT_OK) {
+        free(client);
+        return status;
+    }
+
+    ml_buf project_part;
+    ml_buf_init(&project_part);
+    if (client->config.project) {
+        ml_buf_append_str(&project_part, ",\"project\":");
+        ml_buf repaired;
+        ml_buf_init(&repaired);
+        ml_utf8_sanitize(&repaired, client->config.project,
+                         strlen(client->config.project));
+        ml_json_append_string(&project_part, repaired.data ? repaired.data : "",
+                              repaired.length);
+        ml_buf_free(&repaired);
+    }
+    client->project_part = strdup(ml_buf_cstr(&project_part));
+    ml_buf_free(&project_part);
+
+    client->transport = ml_curl_transport_new(&client->config);
+    if (!client->transport || !client->project_part) {
+        if (client->transport)
+            client->transport->ops->destroy(client->transport);
+        free(client->project_part);
+        ml_config_free(&client->config);
+        free(client);
+        snprintf(options->last_error, sizeof options->last_error, "out of memory");
+        return MONLIGHT_NO_MEMORY;
+    }
+
+    client->batch_limit = client->config.max_buffered < ML_METRICS_BATCH_MAX
+                              ? (uint32_t)client->config.max_buffered
+                              : ML_METRICS_BATCH_MAX;
+    pthread_mutex_init(&client->lock, NULL);
+    ml_cond_init_monotonic(&client->wake);
+    ml_log_limiter_init(&client->limiter);
+    client->base.ops = &metrics_hooks;
+    ml_registry_add(&client->base);
+    *out = client;
+    return MONLIGHT_OK;
+}
+
+void monlight_metrics_client_free(monlight_metrics_client *client)
+{
+    if (!client)
+        return;
+    ml_registry_remove(&client->base);
+    monlight_metrics_client_shutdown(client);
+
+    free_batch_list(client->head);
+    client->transport->ops->destroy(client->transport);
+    free(client->window_series);
+    free(client->window_names);
+    free(client->project_part);
+    pthread_cond_destroy(&client->wake);
+    pthread_mutex_destroy(&client->lock);
+    ml_log_limiter_destroy(&client->limiter);
+    ml_config_free(&client->config);
+    free(client);
+}
