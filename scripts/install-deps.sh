@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 # comes as OpenResty's fork (luajit2) because Debian's nginx Lua module
 # needs it and it conflicts with the plain luajit package.
 PACKAGES="
-build-essential cmake pkg-config git
+build-essential cmake ninja-build pkg-config git
 libcurl4-openssl-dev libcjson-dev libcmocka-dev
 python3 python3-venv python3-dev
 lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua5.4 liblua5.4-dev luarocks
