@@ -263,6 +263,17 @@ static void perform(curl_transport *transport, const char *url,
     CURLcode code = curl_easy_perform(handle);
     classify(handle, code, &sink, error_buffer, response);
 
+    /* A timeout shortened to meet the shutdown deadline is that deadline
+     * passing, not the server being slow. */
+    double abort_at = atomic_load(&transport->base.abort_at);
+    if (response->status == MONLIGHT_TIMED_OUT && abort_at > 0 &&
+        ml_monotonic_now() >= abort_at - 0.05) {
+        response->status = MONLIGHT_ABORTED;
+        response->retryable = false;
+        snprintf(response->detail, sizeof response->detail,
+                 "aborted at the shutdown deadline");
+    }
+
     /* Drop the body pointer before the handle goes back to the pool. */
     curl_easy_setopt(handle, CURLOPT_POSTFIELDS, NULL);
     curl_easy_setopt(handle, CURLOPT_WRITEDATA, NULL);
