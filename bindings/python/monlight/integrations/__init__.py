@@ -1,0 +1,1 @@
+"""Integrations of the monlight clients with web frameworks."""
