@@ -44,7 +44,7 @@ test-tsan: deps
 	@cmake -S . -B $(TSAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug \
 	  -DMONLIGHT_BUILD_LUA=OFF -DCMAKE_C_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" >/dev/null
 	@cmake --build $(TSAN_DIR)
-	@cd $(TSAN_DIR) && TSAN_OPTIONS="halt_on_error=1" ctest --output-on-failure
+	@cd $(TSAN_DIR) && TSAN_OPTIONS="halt_on_error=1 die_after_fork=0" ctest --output-on-failure
 
 test-receiver: deps
 	@$(PYTHON) -m pytest -q tests/receiver

@@ -581,6 +581,10 @@ monlight_status ml_report_build(const monlight_report *report,
     /* Thousands of headers can still overflow after every cut above; the
      * headers then go, and the report itself still reaches the tracker. */
     if (!out->failed && out->length > max_body) {
+        for (size_t i = 0; i < parts.header_count; i++) {
+            ml_buf_free(&parts.header_names[i].text);
+            ml_buf_free(&parts.header_values[i].text);
+        }
         parts.header_count = 0;
         cJSON_Delete(parts.extra);
         const char *dropped[] = {"request_headers", "extra"};

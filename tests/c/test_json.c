@@ -83,12 +83,14 @@ static void assert_round_trip(const char *text, size_t length)
 static void json_string_escapes_round_trip(void **state)
 {
     (void)state;
-    assert_round_trip("say \"hi\"", 8);
-    assert_round_trip("back\\slash", 10);
-    assert_round_trip("line\nbreak\ttab\rcr", 17);
-    assert_round_trip("\x01\x02\x1F\x7F", 4);
-    assert_round_trip("\xCE\xB1\xCE\xB2 \xF0\x9F\x98\x80", 11);
-    assert_round_trip("", 0);
+#define ROUND_TRIP(literal) assert_round_trip(literal, sizeof literal - 1)
+    ROUND_TRIP("say \"hi\"");
+    ROUND_TRIP("back\\slash");
+    ROUND_TRIP("line\nbreak\ttab\rcr");
+    ROUND_TRIP("\x01\x02\x1F\x7F");
+    ROUND_TRIP("\xCE\xB1\xCE\xB2 \xF0\x9F\x98\x80");
+    ROUND_TRIP("");
+#undef ROUND_TRIP
 }
 
 static void json_string_escapes_nul(void **state)

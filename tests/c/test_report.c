@@ -64,6 +64,7 @@ static cJSON *build(fixture *f, size_t limit)
                                      &f->limiter),
                      MONLIGHT_OK);
     assert_true(f->body.length <= limit);
+    ml_buf_cstr(&f->body); /* NUL-terminated for strstr() below */
     assert_true(ml_utf8_valid(f->body.data, f->body.length));
     cJSON *parsed = cJSON_ParseWithLength(f->body.data, f->body.length);
     assert_non_null(parsed);
