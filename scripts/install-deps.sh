@@ -17,7 +17,7 @@ libcurl4-openssl-dev libcjson-dev libcmocka-dev
 python3 python3-venv python3-dev
 lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua5.4 liblua5.4-dev luarocks
 nginx-light libnginx-mod-http-lua
-ruby ruby-dev swig ruby-minitest ruby-rack ruby-webrick
+ruby ruby-dev swig ruby-minitest ruby-rack ruby-webrick ruby-sinatra
 clang libclang-rt-14-dev
 abigail-tools valgrind
 "
