@@ -186,6 +186,8 @@ VALUE mlrb_log_drain(void)
     log_dropped = 0;
     pthread_mutex_unlock(&log_lock);
 
+    if (count == 0 && dropped == 0)
+        return Qnil;
     VALUE lines = rb_ary_new_capa((long)count + (dropped ? 1 : 0));
     for (size_t i = 0; i < count; i++) {
         VALUE message = rb_utf8_str_new_cstr(taken[i].message);

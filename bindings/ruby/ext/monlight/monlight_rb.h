@@ -76,7 +76,8 @@ monlight_status mlrb_options_use_log_queue(monlight_options *options);
  * Takes every queued line and returns them, oldest first, as an Array of
  * [level, message] pairs: level an Integer (MONLIGHT_LOG_*), message a
  * UTF-8 String. When lines were dropped because the queue was full, a
- * warning saying how many comes last. Needs the GVL.
+ * warning saying how many comes last. Returns nil when nothing is queued,
+ * so that the frequent empty drain allocates nothing. Needs the GVL.
  */
 VALUE mlrb_log_drain(void);
 
