@@ -74,6 +74,9 @@ check_engine_version(ENGINE_FOUND_VERSION)
 OK = lib.MONLIGHT_OK
 SHUT_DOWN = lib.MONLIGHT_SHUT_DOWN
 
+# The engine's default request timeout in seconds (MONLIGHT_OPT_TIMEOUT).
+DEFAULT_TIMEOUT = 5.0
+
 
 def status_name(status: int) -> str:
     """Return the engine's name of a status code, such as "TIMED_OUT"."""
@@ -201,16 +204,21 @@ class Options:
         if lib.monlight_options_set_string(self.pointer, option, encoded, len(encoded)) != OK:
             raise ValueError(f"{self.owner}: {self.last_error()}")
 
-    def set_number(self, option: int, name: str, value: Any) -> None:
-        """Set a number option; an invalid value is logged and the engine's default is kept."""
+    def set_number(self, option: int, name: str, value: Any) -> bool:
+        """Set a number option and return whether it was accepted.
+
+        An invalid value is logged as a warning, and the engine keeps its default.
+        """
         try:
             number = float(value)
         except (TypeError, ValueError, OverflowError):
             self.logger.warning("%s: invalid %s %r: expected a number of seconds; using the default",
                                 self.owner, name, value)
-            return
+            return False
         if lib.monlight_options_set_number(self.pointer, option, number) != OK:
             self.logger.warning("%s: %s; using the default", self.owner, self.last_error())
+            return False
+        return True
 
     def add_excluded_header(self, name: Any) -> None:
         encoded = str(name).encode("utf-8", "surrogatepass")

@@ -80,13 +80,15 @@ class ErrorClient:
         self.project = project
         self.environment = environment
         self.timeout = timeout
+        self._wait_limit = _engine.DEFAULT_TIMEOUT
 
         options = _engine.Options("ErrorClient", logger)
         options.set_string(lib.MONLIGHT_OPT_BASE_URL, "base_url", base_url)
         options.set_string(lib.MONLIGHT_OPT_API_KEY, "api_key", api_key)
         options.set_string(lib.MONLIGHT_OPT_PROJECT, "project", str(project))
         options.set_string(lib.MONLIGHT_OPT_ENVIRONMENT, "environment", str(environment))
-        options.set_number(lib.MONLIGHT_OPT_TIMEOUT, "timeout", timeout)
+        if options.set_number(lib.MONLIGHT_OPT_TIMEOUT, "timeout", timeout):
+            self._wait_limit = float(timeout)
         for header in excluded_headers or ():
             options.add_excluded_header(header)
         self._client = options.create(lib.monlight_error_client_new, "monlight_error_client")
@@ -100,13 +102,14 @@ class ErrorClient:
         exception: BaseException,
         request_context: Optional[dict[str, Any]] = None,
     ) -> None:
-        """Report an exception and wait until its delivery has ended, without blocking the loop.
+        """Report an exception from the engine's background thread, without blocking the loop.
 
-        The report is queued for the engine's background thread, and this
-        coroutine resumes when the tracker has stored it or delivery has
-        finally failed (after any retries, within the exit deadline at
-        shutdown). Failures are logged, never raised. Cancelling the
-        coroutine does not cancel the delivery.
+        The coroutine resumes when the tracker has stored the report or its
+        delivery has failed, and after ``timeout`` seconds at most: a report
+        that is still queued then, or waiting to be retried because the
+        tracker is down, stays with the engine, which goes on delivering it.
+        Failures are logged, never raised. Cancelling the coroutine does not
+        cancel the delivery.
 
         Args:
             exception: The exception to report.
@@ -128,7 +131,10 @@ class ErrorClient:
             waiter.abandon()
             self._log_not_sent(status, exception)
             return
-        await waiter.future
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter.future), timeout=self._wait_limit)
+        except asyncio.TimeoutError:
+            pass  # still queued or waiting for a retry; the engine goes on delivering it
 
     def report_error_sync(
         self,

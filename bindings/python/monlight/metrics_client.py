@@ -233,6 +233,8 @@ class MetricsClient:
         """Record a metric that the fast path could not: convert, validate, warn. Never raises."""
         type_name = _TYPE_NAMES[metric_type]
         try:
+            if not isinstance(name, str):
+                raise TypeError(f"metric name must be a string, got {type(name).__name__}")
             name_bytes, name_length = _names[name]
             number = _metric_value(value)
             labels_bytes, labels_length = _labels_json(labels) if labels else (b"", 0)
