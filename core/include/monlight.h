@@ -382,10 +382,12 @@ MONLIGHT_API monlight_status monlight_metrics_client_record(
 
 /*
  * Records one metric whose labels are given as the JSON text of an object
- * (such as {"method":"GET"}), which bindings build once and reuse. The
- * text is checked the first time a label set is seen in a flush window;
- * text that is not a JSON object is rejected like any bad argument.
- * A NULL or empty text means no labels.
+ * of strings (such as {"method":"GET"}), which bindings build once and
+ * reuse; it is sent as given, so key order is kept. The text is checked
+ * the first time a label set is seen in a flush window; text that is not
+ * such an object (values of other types, raw control characters, invalid
+ * UTF-8, trailing bytes) is rejected like any bad argument. A NULL or
+ * empty text means no labels.
  */
 MONLIGHT_API monlight_status monlight_metrics_client_record_json(
     monlight_metrics_client *client, monlight_metric_type type,

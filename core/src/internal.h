@@ -85,6 +85,11 @@ size_t ml_json_string_size(const char *s, size_t length);
  * through ml_utf8_sanitize() first when it comes from outside). */
 void ml_json_append_string(ml_buf *out, const char *s, size_t length);
 
+/* Returns true when the text is a JSON object whose values are all
+ * strings, by the strict grammar the services parse with: no trailing
+ * bytes, no raw control characters, valid UTF-8. */
+bool ml_labels_json_valid(const char *s, size_t length);
+
 /* Appends a finite double as a JSON number, integers without a fraction. */
 void ml_json_append_number(ml_buf *out, double value);
 
@@ -346,6 +351,13 @@ bool ml_batch_append(ml_batch *batch, uint32_t series, double value,
  * is the ,"project":"..." text or "" when the client has no project. */
 void ml_batch_serialize(const ml_batch *batch, const char *project_part,
                         ml_buf *out);
+
+/* Serialises every buffered batch of a client and passes each body to
+ * check; returns false as soon as check does. For tests and fuzzing. */
+bool ml_metrics_client_check_batches(monlight_metrics_client *client,
+                                     bool (*check)(const char *body,
+                                                   size_t length,
+                                                   size_t count));
 
 /* 64-bit FNV-1a, continued from seed (use ML_HASH_SEED to start). */
 #define ML_HASH_SEED 0xcbf29ce484222325ull

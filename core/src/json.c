@@ -188,3 +188,82 @@ void ml_format_timestamp(int64_t seconds, char out[21])
     gmtime_r(&t, &tm);
     strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
+
+/* Skips JSON whitespace. */
+static size_t skip_space(const char *s, size_t length, size_t i)
+{
+    while (i < length && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
+static bool is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* Checks a JSON string starting at s[i] == '"' by the strict grammar (no
+ * raw control characters, only the standard escapes); returns the index
+ * after its closing quote, or 0 when it is invalid. */
+static size_t skip_string(const char *s, size_t length, size_t i)
+{
+    if (i >= length || s[i] != '"')
+        return 0;
+    for (i++; i < length; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"')
+            return i + 1;
+        if (c < 0x20)
+            return 0;
+        if (c != '\\')
+            continue;
+        if (++i >= length)
+            return 0;
+        switch (s[i]) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            break;
+        case 'u':
+            if (i + 4 >= length || !is_hex(s[i + 1]) || !is_hex(s[i + 2]) ||
+                !is_hex(s[i + 3]) || !is_hex(s[i + 4]))
+                return 0;
+            i += 4;
+            break;
+        default:
+            return 0;
+        }
+    }
+    return 0;
+}
+
+bool ml_labels_json_valid(const char *s, size_t length)
+{
+    if (!ml_utf8_valid(s, length))
+        return false;
+
+    size_t i = skip_space(s, length, 0);
+    if (i >= length || s[i] != '{')
+        return false;
+    i = skip_space(s, length, i + 1);
+    if (i < length && s[i] == '}')
+        return skip_space(s, length, i + 1) == length;
+
+    for (;;) {
+        i = skip_string(s, length, i); /* key */
+        if (i == 0)
+            return false;
+        i = skip_space(s, length, i);
+        if (i >= length || s[i] != ':')
+            return false;
+        i = skip_string(s, length, skip_space(s, length, i + 1)); /* value */
+        if (i == 0)
+            return false;
+        i = skip_space(s, length, i);
+        if (i < length && s[i] == ',') {
+            i = skip_space(s, length, i + 1);
+            continue;
+        }
+        if (i < length && s[i] == '}')
+            return skip_space(s, length, i + 1) == length;
+        return false;
+    }
+}

@@ -273,16 +273,6 @@ static void build_series_text(ml_buf *out, const char *name,
     }
 }
 
-static bool labels_json_valid(const char *text, size_t length)
-{
-    if (!ml_utf8_valid(text, length))
-        return false;
-    cJSON *parsed = cJSON_ParseWithLength(text, length);
-    bool valid = parsed && cJSON_IsObject(parsed);
-    cJSON_Delete(parsed);
-    return valid;
-}
-
 static monlight_status start_thread_locked(monlight_metrics_client *client);
 
 /* Drops the oldest batches while the queue holds more than the cap. */
@@ -379,7 +369,7 @@ static monlight_status record(monlight_metrics_client *client,
      * seen in a window; after that the series' hash vouches for it. */
     if (!labels_trusted && labels_length > 0 &&
         !window_contains(client, series_hash) &&
-        !labels_json_valid(labels_json, labels_length)) {
+        !ml_labels_json_valid(labels_json, labels_length)) {
         status = MONLIGHT_INVALID_ARGUMENT;
         goto unlock;
     }
@@ -456,7 +446,7 @@ unlock:
         return refuse(client, name, name_length, "out of memory");
     if (status == MONLIGHT_INVALID_ARGUMENT)
         return refuse(client, name, name_length,
-                      "labels are not the JSON text of an object");
+                      "labels are not the JSON text of an object of strings");
     return status;
 }
 
@@ -974,6 +964,27 @@ size_t monlight_metrics_client_last_error(monlight_metrics_client *client,
         snprintf(buffer, size, "%s", client->last_error);
     pthread_mutex_unlock(&client->lock);
     return length;
+}
+
+bool ml_metrics_client_check_batches(monlight_metrics_client *client,
+                                     bool (*check)(const char *body,
+                                                   size_t length,
+                                                   size_t count))
+{
+    bool valid = true;
+    ml_buf body;
+    ml_buf_init(&body);
+
+    pthread_mutex_lock(&client->lock);
+    for (ml_batch *batch = client->head; batch && valid; batch = batch->next) {
+        ml_batch_serialize(batch, client->project_part, &body);
+        valid = !body.failed && body.length <= batch->body_size &&
+                check(body.data, body.length, batch->count);
+    }
+    pthread_mutex_unlock(&client->lock);
+
+    ml_buf_free(&body);
+    return valid;
 }
 
 /* ------------------------------------------------------------------ */

@@ -22,14 +22,18 @@
  * the tracker groups by first. */
 #define TRACEBACK_HEAD_KEEP 2048
 
-/* What trimming leaves at least, before it moves to the next field. */
-#define TRACEBACK_MIN_KEEP 8192
-#define MESSAGE_MIN_KEEP 2048
+/* What trimming leaves at least of the traceback and the message before
+ * it moves to the next field, and the cuts for the small fields, which
+ * only apply when a body is too large even without traceback, message and
+ * extra. All are fractions of the body limit: 8 KiB, 2 KiB, 8 KiB and
+ * 1 KiB for the tracker's 256 KiB. */
+#define TRACEBACK_MIN_KEEP(max_body) ((max_body) / 32)
+#define MESSAGE_MIN_KEEP(max_body) ((max_body) / 128)
+#define SMALL_FIELD_MAX(max_body) ((max_body) / 32)
+#define HEADER_VALUE_MAX(max_body) ((max_body) / 256)
 
-/* Cuts for the small fields, which only trim when a body is too large
- * even without traceback, message and extra. */
-#define SMALL_FIELD_MAX 8192
-#define HEADER_VALUE_MAX 1024
+/* The cut for the small fields when nothing else is left to trim. */
+#define LAST_RESORT_FIELD_MAX 64
 
 /* Room left for the trimming markers and the monlight_trimmed key. */
 #define MARKER_ROOM 512
@@ -499,12 +503,12 @@ monlight_status ml_report_build(const monlight_report *report,
                                            parts.message.text.length) -
                        extra_text.text.length;
         if (fixed > limit / 4) {
-            shorten(&parts.request_url, SMALL_FIELD_MAX);
+            shorten(&parts.request_url, SMALL_FIELD_MAX(max_body));
             shorten(&parts.request_method, 64);
-            shorten(&parts.user_id, SMALL_FIELD_MAX);
+            shorten(&parts.user_id, SMALL_FIELD_MAX(max_body));
             shorten(&parts.environment, ML_PROJECT_MAX);
             for (size_t i = 0; i < parts.header_count; i++)
-                shorten(&parts.header_values[i], HEADER_VALUE_MAX);
+                shorten(&parts.header_values[i], HEADER_VALUE_MAX(max_body));
             trimmed[trimmed_count++] = "request";
             size = measure(&parts, &extra_text);
         }
@@ -515,8 +519,8 @@ monlight_status ml_report_build(const monlight_report *report,
             parts.traceback.text.data, parts.traceback.text.length);
         size_t excess = size - limit;
         size_t target = traceback_size > excess ? traceback_size - excess : 0;
-        if (target < TRACEBACK_MIN_KEEP)
-            target = TRACEBACK_MIN_KEEP;
+        if (target < TRACEBACK_MIN_KEEP(max_body))
+            target = TRACEBACK_MIN_KEEP(max_body);
         if (target < traceback_size) {
             trim_traceback(&parts.traceback, target);
             trimmed[trimmed_count++] = "traceback";
@@ -529,8 +533,8 @@ monlight_status ml_report_build(const monlight_report *report,
                                                   parts.message.text.length);
         size_t excess = size - limit;
         size_t target = message_size > excess ? message_size - excess : 0;
-        if (target < MESSAGE_MIN_KEEP)
-            target = MESSAGE_MIN_KEEP;
+        if (target < MESSAGE_MIN_KEEP(max_body))
+            target = MESSAGE_MIN_KEEP(max_body);
         if (target < message_size) {
             trim_message(&parts.message, target);
             trimmed[trimmed_count++] = "message";
@@ -578,8 +582,10 @@ monlight_status ml_report_build(const monlight_report *report,
     ml_buf_clear(out);
     write_body(&parts, &extra_text, out);
 
-    /* Thousands of headers can still overflow after every cut above; the
-     * headers then go, and the report itself still reaches the tracker. */
+    /* Thousands of headers, or small fields full of control characters
+     * (six bytes each once escaped), can still overflow after every cut
+     * above. The headers and extra go first, then every field is cut hard;
+     * for a limit of 16 KiB or more the body then fits. */
     if (!out->failed && out->length > max_body) {
         for (size_t i = 0; i < parts.header_count; i++) {
             ml_buf_free(&parts.header_names[i].text);
@@ -594,6 +600,20 @@ monlight_status ml_report_build(const monlight_report *report,
                                   cJSON_CreateStringArray(dropped, 2));
         ml_buf_free(&extra_text.text);
         print_json(parts.extra, &extra_text);
+        ml_buf_clear(out);
+        write_body(&parts, &extra_text, out);
+    }
+    if (!out->failed && out->length > max_body) {
+        shorten(&parts.request_url, LAST_RESORT_FIELD_MAX);
+        shorten(&parts.request_method, LAST_RESORT_FIELD_MAX);
+        shorten(&parts.user_id, LAST_RESORT_FIELD_MAX);
+        shorten(&parts.environment, LAST_RESORT_FIELD_MAX);
+        if (ml_json_string_size(parts.traceback.text.data,
+                                parts.traceback.text.length) > max_body / 4)
+            trim_traceback(&parts.traceback, max_body / 4);
+        if (ml_json_string_size(parts.message.text.data, parts.message.text.length) >
+            max_body / 8)
+            trim_message(&parts.message, max_body / 8);
         ml_buf_clear(out);
         write_body(&parts, &extra_text, out);
     }
