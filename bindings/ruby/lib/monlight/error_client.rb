@@ -135,7 +135,7 @@ module Monlight
       add_context(report, request_context)
       report
     rescue StandardError => e
-      Log.warn("error report: could not build the report of #{exception.class}: #{e.class}: #{e.message}")
+      Log.internal_error("error report: building the report of #{exception.class} failed", e)
       nil
     end
 

@@ -77,7 +77,7 @@ module Monlight
         @metrics_client.counter("http_requests_total", labels: labels)
         @metrics_client.histogram("http_request_duration_seconds", seconds, labels: labels)
       rescue StandardError => e
-        Log.warn("rack: recording the metrics of a request failed: #{e.class}: #{e.message}")
+        Log.internal_error("rack: recording the metrics of a request failed", e)
       end
 
       def endpoint(env)
@@ -106,7 +106,7 @@ module Monlight
 
         @error_client.report_error(exception, request_context(env))
       rescue StandardError => e
-        Log.warn("rack: reporting #{exception.class} failed: #{e.class}: #{e.message}")
+        Log.internal_error("rack: reporting #{exception.class} failed", e)
       end
 
       def request_context(env)
