@@ -165,6 +165,36 @@ static void backoff_grows_and_honours_retry_after(void **state)
     assert_true(ml_backoff_delay(1, 60, 7) == 7);
 }
 
+static void labels_json_validation_table(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        bool valid;
+    } cases[] = {
+        {"{}", true},
+        {"{\"k\":\"v\"}", true},
+        {" { \"a\" : \"1\" , \"b\":\"\\u00e9\\n\" } ", true},
+        {"{\"k\":\"\xCE\xB1\"}", true},
+        {"{\"k\":1}", false},                /* values must be strings */
+        {"{\"k\":\"v\"}garbage", false},      /* trailing bytes */
+        {"{\"k\":\"a\x01b\"}", false},       /* raw control character */
+        {"{\"k\":\"\\x\"}", false},          /* unknown escape */
+        {"{\"k\":\"\\u12\"}", false},        /* short unicode escape */
+        {"{\"k\":\"v\",}", false},
+        {"{\"k\" \"v\"}", false},
+        {"[\"k\"]", false},
+        {"{\"k\":\"\xFF\"}", false},          /* invalid UTF-8 */
+        {"{\"k\":\"v\"", false},
+        {"", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        assert_int_equal(ml_labels_json_valid(cases[i].text, strlen(cases[i].text)),
+                         cases[i].valid);
+    /* Text after an embedded NUL is trailing bytes too. */
+    assert_false(ml_labels_json_valid("{}\0{}", 5));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -177,6 +207,7 @@ int main(void)
         cmocka_unit_test(timestamp_format_is_contract_shape),
         cmocka_unit_test(buffer_grows_from_stack_storage),
         cmocka_unit_test(backoff_grows_and_honours_retry_after),
+        cmocka_unit_test(labels_json_validation_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
