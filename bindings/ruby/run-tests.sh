@@ -29,15 +29,8 @@ trap 'exit 130' INT TERM
 
 # --- Build --------------------------------------------------------------
 
-echo "ruby: building the extension in $build"
-mkdir -p "$build/ext/monlight"
-(
-    cd "$build/ext/monlight"
-    if [ ! -f Makefile ] || [ "$here/ext/monlight/extconf.rb" -nt Makefile ]; then
-        ruby "$here/ext/monlight/extconf.rb" >/dev/null
-    fi
-    make -j2 V=0 >/dev/null
-)
+echo "ruby: building the extension in $build/ext"
+"$here/build-ext.sh" "$build/ext" >/dev/null
 
 # --- Suite --------------------------------------------------------------
 

@@ -1,0 +1,26 @@
+#!/bin/sh
+# Build the monlight/native extension from the repository into
+# build/ruby/ext (or the directory given) and print that directory, which
+# goes on Ruby's load path together with bindings/ruby/lib. Only what
+# changed is recompiled.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+ext_dir=${1:-$root/build/ruby/ext}
+
+mkdir -p "$ext_dir/monlight"
+cd "$ext_dir/monlight"
+if [ ! -f Makefile ] || [ "$here/ext/monlight/extconf.rb" -nt Makefile ]; then
+    if ! ruby "$here/ext/monlight/extconf.rb" >extconf.out 2>&1; then
+        cat extconf.out mkmf.log >&2
+        echo "build-ext: extconf.rb failed" >&2
+        exit 1
+    fi
+fi
+if ! make -j2 V=0 >make.out 2>&1; then
+    cat make.out >&2
+    echo "build-ext: make failed" >&2
+    exit 1
+fi
+echo "$ext_dir"
