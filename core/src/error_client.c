@@ -551,10 +551,10 @@ static void hook_child_after_fork(ml_client *base)
     ml_log_limiter_init(&client->limiter);
 }
 
-static void hook_shutdown(ml_client *base)
+static void hook_shutdown(ml_client *base, double started)
 {
     monlight_error_client *client = (monlight_error_client *)base;
-    shutdown_until(client, ml_monotonic_now() + client->config.exit_deadline);
+    shutdown_until(client, started + client->config.exit_deadline);
 }
 
 static const ml_client_ops error_hooks = {

@@ -373,7 +373,9 @@ typedef struct ml_client_ops {
     void (*prepare_fork)(ml_client *client);      /* takes its locks */
     void (*parent_after_fork)(ml_client *client); /* releases them */
     void (*child_after_fork)(ml_client *client);  /* releases, resets */
-    void (*shutdown)(ml_client *client);          /* delivers at exit */
+    /* Delivers at exit, within the client's exit deadline counted from
+     * `started` (monotonic seconds). */
+    void (*shutdown)(ml_client *client, double started);
 } ml_client_ops;
 
 struct ml_client {

@@ -88,13 +88,14 @@ void ml_registry_remove(ml_client *client)
 /*
  * Shuts every registered client down. The clients stay registered (their
  * owners free them), and a second call finds them shut down already.
- * Each client's deadline counts from this call, so the whole exit takes
- * at most the longest exit deadline per client in turn.
+ * Every deadline counts from this call, so clients that wait on a dead
+ * service one after the other still finish within the longest deadline.
  */
 void monlight_shutdown_all(void)
 {
+    double started = ml_monotonic_now();
     pthread_mutex_lock(&registry_lock);
     for (ml_client *client = clients; client; client = client->next)
-        client->ops->shutdown(client);
+        client->ops->shutdown(client, started);
     pthread_mutex_unlock(&registry_lock);
 }
