@@ -136,9 +136,9 @@ typedef void (*monlight_log_fn)(monlight_log_level level, const char *message,
 
 /*
  * An options object collects a client's configuration before the client
- * is created; the client copies it, so the same object can create several
- * clients and is freed by the caller. Options that a client kind does not
- * use are ignored by it.
+ * is created. The client copies it, so one object can create several
+ * clients, and the caller frees it. A client ignores the options its kind
+ * does not use.
  */
 typedef struct monlight_options monlight_options;
 
@@ -260,9 +260,9 @@ MONLIGHT_API void monlight_report_free(monlight_report *report);
 
 /*
  * Sets a field of a report, replacing any earlier value. An EXTRA_JSON
- * value that is not the JSON text of an object is kept as the string
- * {"extra": "<text>"} so that nothing is lost, and a warning is logged when
- * the report is sent.
+ * value that is not the JSON text of an object is still sent, so that
+ * nothing is lost: other JSON as {"value": <it>}, text that is not JSON as
+ * {"text": "<it>"}. A warning is logged when the report is built.
  */
 MONLIGHT_API monlight_status monlight_report_set(monlight_report *report,
                                                  monlight_report_field field,
@@ -285,8 +285,8 @@ MONLIGHT_API monlight_status monlight_error_client_new(
     monlight_options *options, monlight_error_client **client);
 
 /*
- * Sends a report from the calling thread and waits for the answer, at most
- * the client's timeout. Returns MONLIGHT_OK when the tracker stored it.
+ * Sends a report from the calling thread and waits for the response, at
+ * most the client's timeout. Returns MONLIGHT_OK when the tracker stored it.
  * When the failure is one where nothing can have reached the server
  * (connection refused, 429, 503) and background retry is on, the report is
  * handed to the background queue and MONLIGHT_RETRY_SCHEDULED is returned.

@@ -1,12 +1,12 @@
 /*
  * registry.c: process-wide state, kept to what exit and fork need.
  *
- * Every live client is on one list so that buffered data can be delivered
- * when the process exits normally (an atexit() handler) and so that a
- * fork leaves the child with working clients: the pthread_atfork()
- * handlers take every client's lock before the fork, so that no lock is
- * copied into the child while another thread holds it, and the child then
- * resets each client (see the child_after_fork hooks).
+ * Every live client is on one list, for two reasons. An atexit() handler
+ * delivers the buffered data of every client when the process exits
+ * normally. And the pthread_atfork() handlers take every client's lock
+ * before a fork, so that no lock is copied into the child while another
+ * thread holds it; the child then resets each client (see the
+ * child_after_fork hooks).
  */
 #include "internal.h"
 

@@ -22,11 +22,11 @@
  * the tracker groups by first. */
 #define TRACEBACK_HEAD_KEEP 2048
 
-/* What trimming leaves at least of the traceback and the message before
- * it moves to the next field, and the cuts for the small fields, which
- * only apply when a body is too large even without traceback, message and
- * extra. All are fractions of the body limit: 8 KiB, 2 KiB, 8 KiB and
- * 1 KiB for the tracker's 256 KiB. */
+/* Minimum sizes that trimming keeps of the traceback and the message
+ * before it moves to the next field, and the cuts for the small fields,
+ * which apply only when a body is too large even without traceback,
+ * message and extra. Each is a fraction of the body limit: 8 KiB, 2 KiB,
+ * 8 KiB and 1 KiB for the tracker's 256 KiB. */
 #define TRACEBACK_MIN_KEEP(max_body) ((max_body) / 32)
 #define MESSAGE_MIN_KEEP(max_body) ((max_body) / 128)
 #define SMALL_FIELD_MAX(max_body) ((max_body) / 32)
@@ -399,7 +399,7 @@ static void write_body(const body_parts *parts, const clean_text *extra_text,
     ml_buf_append_char(out, '}');
 }
 
-/* Size of the body as it stands, without trimming markers. */
+/* Returns the size of the body written from parts as they are now. */
 static size_t measure(const body_parts *parts, const clean_text *extra_text)
 {
     ml_buf scratch;
