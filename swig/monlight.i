@@ -122,14 +122,25 @@ typedef struct mlrb_label_fill {
     size_t count;
 } mlrb_label_fill;
 
-/* Adds one key => value pair of a labels Hash; both must be Strings. */
+/* Returns a label key or value as a String: Strings as they are, Symbols
+ * as their name, which the symbol table keeps alive. Raises TypeError for
+ * anything else. */
+static VALUE mlrb_label_text(VALUE text)
+{
+    if (SYMBOL_P(text))
+        return rb_sym2str(text);
+    Check_Type(text, T_STRING);
+    return text;
+}
+
+/* Adds one key => value pair of a labels Hash. */
 static int mlrb_fill_label(VALUE key, VALUE value, VALUE data)
 {
     mlrb_label_fill *fill = (mlrb_label_fill *)data;
     monlight_label *label = &fill->labels[fill->count++];
 
-    Check_Type(key, T_STRING);
-    Check_Type(value, T_STRING);
+    key = mlrb_label_text(key);
+    value = mlrb_label_text(value);
     label->key = RSTRING_PTR(key);
     label->key_length = (size_t)RSTRING_LEN(key);
     label->value = RSTRING_PTR(value);
@@ -139,9 +150,9 @@ static int mlrb_fill_label(VALUE key, VALUE value, VALUE data)
 %}
 
 /*
- * A Hash of String => String becomes an array of labels in the Hash's
- * order, which the engine keeps on the wire. The array points into the
- * Strings, which the Hash keeps alive for the call.
+ * A Hash whose keys and values are Strings or Symbols becomes an array of
+ * labels in the Hash's order, which the engine keeps on the wire. The
+ * array points into the Strings, which the Hash keeps alive for the call.
  */
 %typemap(in) (const monlight_label *labels, size_t label_count)
     (VALUE storage = 0, mlrb_label_fill fill) {

@@ -40,8 +40,9 @@ engine_c = engine_sources(core_dir)
 abort "extconf: no engine sources in #{core_dir}/src" if engine_c.empty?
 
 # The engine's own flags (see CMakeLists.txt), used here for every file: the
-# wrapper and the helpers build cleanly with them too.
-$CFLAGS << " -std=c11 -fvisibility=hidden"
+# wrapper and the helpers build cleanly with them too. Debian's Ruby leaves
+# warnings out of CFLAGS, so they are added here.
+$CFLAGS << " -std=c11 -fvisibility=hidden -Wall -Wextra -Wno-unused-parameter"
 $CPPFLAGS << " -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE"
 $INCFLAGS << " -I#{File.join(core_dir, 'include').shellescape}"
 $INCFLAGS << " -I#{File.join(core_dir, 'src').shellescape}"

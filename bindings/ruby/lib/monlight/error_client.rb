@@ -20,9 +20,6 @@ module Monlight
   # A client may be shared by every thread. It is shut down when the process
   # exits normally, delivering what is still queued within a few seconds.
   class ErrorClient
-    # The keys of request_context; each may also be given as a String.
-    CONTEXT_KEYS = %i[request_url request_method request_headers user_id extra].freeze
-
     # Creates a client. Raises ArgumentError naming the argument when one is
     # invalid (a base_url that is not http:// or https://, an empty api_key,
     # a timeout that is not a positive number, ...).
@@ -70,8 +67,8 @@ module Monlight
     end
 
     # Sends a report of exception from the calling thread and waits for the
-    # tracker's answer, at most `timeout` seconds; other Ruby threads run
-    # meanwhile. Returns true when the tracker stored the report, false
+    # tracker's response, at most `timeout` seconds, while other Ruby
+    # threads run. Returns true when the tracker stored the report, false
     # otherwise. After a failure where nothing reached the tracker (refused
     # connection, 429, 503) the report is also retried in the background.
     # Raises ArgumentError like report_error.

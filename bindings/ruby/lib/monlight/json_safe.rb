@@ -7,10 +7,10 @@ require "monlight/text"
 module Monlight
   # Encodes the `extra` of an error report as JSON without ever raising.
   #
-  # Values JSON has no form for are written as strings: symbols and other
-  # objects by to_s (or inspect when to_s raises), NaN and Infinity as
-  # "NaN" and "Infinity", and text that is not valid UTF-8 with U+FFFD in
-  # place of the bad bytes. A container that contains itself is written as
+  # Values that JSON cannot represent are written as strings. Symbols and
+  # other objects are written by to_s (or inspect when to_s raises), NaN
+  # and Infinity as "NaN" and "Infinity". Text that is not valid UTF-8 gets
+  # U+FFFD in place of the bad bytes. A container that contains itself is written as
   # "[cycle]" where it recurs, and nesting deeper than MAX_DEPTH as
   # "[too deep]".
   #
@@ -30,7 +30,7 @@ module Monlight
     end
 
     # Returns value as plain Hash, Array, String, Integer, Float, true,
-    # false and nil. `open` holds the containers being converted, which are
+    # false and nil. `open` contains the containers being converted, which are
     # the ancestors of value.
     def convert(value, open, depth)
       case value

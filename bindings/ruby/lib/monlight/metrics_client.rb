@@ -11,8 +11,8 @@ module Monlight
   #   metrics.gauge("active_connections", 15)
   #
   # A record call stamps the metric with the current time (UTC, whole
-  # seconds) and appends it to a buffer in the engine; nothing waits on the
-  # network. The buffer is sent every flush_interval seconds once #start has
+  # seconds) and appends it to a buffer in the engine. It never waits on
+  # the network. The buffer is sent every flush_interval seconds once #start has
   # been called, by #flush, by #shutdown and when the process exits
   # normally. Batches that fail with a retryable error are kept and retried.
   #
@@ -72,9 +72,9 @@ module Monlight
     end
 
     # Sends everything buffered now from the calling thread, in batches of
-    # at most 1000 metrics, waiting at most `timeout` seconds per batch;
-    # other Ruby threads run meanwhile. Returns true when every batch was
-    # accepted (or nothing was buffered), false otherwise: batches that
+    # at most 1000 metrics. It waits at most `timeout` seconds per batch,
+    # while other Ruby threads run. Returns true when every batch was
+    # accepted (or nothing was buffered), false otherwise. Batches that
     # failed with a retryable error stay buffered for the next send.
     def flush
       status = Native.metrics_client_flush(@handle)
@@ -133,12 +133,22 @@ module Monlight
       raise ArgumentError, "value must be a real number, got #{value.inspect}"
     end
 
-    # Returns labels with String keys and values, in the same order.
+    # Encodings whose Strings go to the engine as they are; it replaces
+    # invalid UTF-8 itself.
+    LABEL_ENCODINGS = [Encoding::UTF_8, Encoding::US_ASCII, Encoding::BINARY].freeze
+
+    # Returns labels as the extension takes them, in the same order: keys
+    # and values that are Symbols or UTF-8 Strings as they are, anything
+    # else converted by to_s into UTF-8.
     def label_strings(labels)
       raise ArgumentError, "labels must be a Hash, got #{labels.class}" unless labels.is_a?(Hash)
-      return labels if labels.all? { |key, value| key.is_a?(String) && value.is_a?(String) }
+      return labels if labels.all? { |key, value| plain_label_text?(key) && plain_label_text?(value) }
 
       labels.each_with_object({}) { |(key, value), strings| strings[Text.utf8(key)] = Text.utf8(value) }
+    end
+
+    def plain_label_text?(text)
+      text.is_a?(Symbol) || (text.is_a?(String) && LABEL_ENCODINGS.include?(text.encoding))
     end
 
     # Warns, once per client, that a call came after #shutdown.

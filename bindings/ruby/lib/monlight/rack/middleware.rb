@@ -24,7 +24,8 @@ module Monlight
     # (rack.exception, sinatra.error, action_dispatch.exception) is
     # reported too when the response status is 500 or more.
     #
-    # Mount it first, so that it times and sees the whole stack:
+    # Mount it first, so that it times the whole stack and catches what
+    # other middleware raise:
     #
     #   use Monlight::Rack::Middleware, metrics_client: metrics, error_client: errors
     #
