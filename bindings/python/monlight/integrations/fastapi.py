@@ -121,39 +121,59 @@ def endpoint_template(scope: Scope, entry_path: str = "", entry_root_path: str =
 
     ``entry_path`` and ``entry_root_path`` are the scope's path and
     root_path as the request entered the application, before any Mount
-    changed them. A Mount with no inner route that matched (a static files
-    app, or a sub-application's 404) is labelled with its own template,
-    such as ``/static/{path:path}``.
+    changed them. A request that went through a Mount but matched no route
+    inside it (a static files app, or a sub-application's 404) is labelled
+    with the Mount's template, such as ``/static/{path:path}``.
     """
     route = scope.get("route")
-    path = getattr(route, "path", None)
-    if not isinstance(path, str):
+    mounted = scope.get("root_path", "") != entry_root_path
+    prefix = ""
+    if mounted:
+        prefix = _mount_prefix(scope, entry_path, entry_root_path)
+        if prefix is None:
+            # The mounts could not be walked (an app without .routes between
+            # them), so the concrete mount path stands in for the template.
+            prefix = scope.get("root_path", "")[len(entry_root_path):]
+
+    if route is None or isinstance(route, Mount):
+        return f"{prefix}/{{path:path}}" if mounted else UNMATCHED_ENDPOINT
+    template = _route_template(scope, route)
+    if template is None:
         return UNMATCHED_ENDPOINT
-    if isinstance(route, Mount):
-        path = f"{path}/{{path:path}}"
-
-    if scope.get("root_path", "") == entry_root_path:
-        return path or "/"
-    # The request went through one or more mounts: put their templates in front.
-    prefix = _mount_prefix(scope.get("router"), scope, entry_path, entry_root_path, route)
-    if prefix is None:
-        # The mounts could not be walked (an app without .routes between
-        # them): fall back on the concrete mount path.
-        prefix = scope.get("root_path", "")[len(entry_root_path):]
-    return (prefix + path) or "/"
+    return (prefix + template) or "/"
 
 
-def _mount_prefix(router: Any, scope: Scope, entry_path: str, entry_root_path: str, target: Any,
-                  max_depth: int = 8) -> Optional[str]:
-    """Find the chain of Mount templates from the outer router to ``target``; None if not found.
+def _route_template(scope: Scope, route: Any) -> Optional[str]:
+    """Return the template of the matched route, with the prefixes of included routers."""
+    # NOTE: FastAPI releases that include routers lazily (0.16x) leave the
+    # router-local path in scope["route"].path and keep the full template
+    # only in this private scope entry. Older releases copy included routes
+    # with the prefix applied, so route.path is complete there.
+    fastapi_scope = scope.get("fastapi")
+    if isinstance(fastapi_scope, dict):
+        context = fastapi_scope.get("effective_route_context")
+        context_path = getattr(context, "path", None)
+        if getattr(context, "original_route", None) is route and isinstance(context_path, str) and context_path:
+            return context_path
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else None
 
-    The Mounts are matched again against the request's original path,
-    which costs a few regular expression matches and only happens for
-    requests served by a mounted application.
+
+# Mounts nested deeper than this are not searched, which bounds the work
+# for a pathological routing tree.
+MAX_MOUNT_DEPTH = 8
+
+
+def _mount_prefix(scope: Scope, entry_path: str, entry_root_path: str) -> Optional[str]:
+    """Return the templates of the Mounts that the request went through, or None if not found.
+
+    Starting from the outer router, each level's Mounts are matched again
+    against the original path. The Mount whose concrete root_path leads to
+    the request's final root_path is the one that served it. This costs a
+    few regular expression matches and only happens for mounted requests.
     """
-    routes = getattr(router, "routes", None)
-    if routes is None:
-        return None
+    routes = getattr(scope.get("router"), "routes", None)
+    final_root_path = scope.get("root_path", "")
     probe = {
         "type": "http",
         "path": entry_path,
@@ -161,30 +181,28 @@ def _mount_prefix(router: Any, scope: Scope, entry_path: str, entry_root_path: s
         "method": scope.get("method", "GET"),
         "path_params": {},
     }
-    return _search_mounts(routes, probe, target, max_depth)
-
-
-def _search_mounts(routes: Any, probe: Scope, target: Any, depth_left: int) -> Optional[str]:
-    if depth_left <= 0:
-        return None
-    for candidate in routes:
-        if not isinstance(candidate, Mount):
-            continue
-        match, child_scope = candidate.matches(probe)
-        if match is not Match.FULL:
-            continue
-        inner_routes = candidate.routes
-        if any(inner is target for inner in inner_routes):
-            return candidate.path
-        inner_probe = {**probe, **child_scope}
-        if "path" not in child_scope:
-            # Starlette < 0.33 rewrote "path" in the child scope itself;
-            # newer releases keep it and move root_path instead.
-            inner_probe["path"] = probe["path"]
-        deeper = _search_mounts(inner_routes, inner_probe, target, depth_left - 1)
-        if deeper is not None:
-            return candidate.path + deeper
-    return None
+    prefix = ""
+    for _ in range(MAX_MOUNT_DEPTH):
+        if probe["root_path"] == final_root_path:
+            return prefix
+        if routes is None:
+            return None
+        for candidate in routes:
+            if not isinstance(candidate, Mount):
+                continue
+            match, child_scope = candidate.matches(probe)
+            child_root_path = child_scope.get("root_path", "")
+            if match is Match.FULL and final_root_path.startswith(child_root_path) \
+                    and len(child_root_path) > len(probe["root_path"]):
+                # Starlette before 0.33 also put the remaining path into
+                # child_scope["path"]; merging the child scope covers both.
+                probe = {**probe, **child_scope}
+                prefix += candidate.path
+                routes = getattr(candidate, "routes", None)
+                break
+        else:
+            return None
+    return prefix if probe["root_path"] == final_root_path else None
 
 
 # -------------------------------------------------------- exception handler
