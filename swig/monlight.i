@@ -84,6 +84,27 @@ MONLIGHT_HANDLE(monlight_metrics_client, MetricsClient, mlrb_metrics_client_rele
 %ignore monlight_error_client_free;
 %ignore monlight_metrics_client_free;
 
+/*
+ * A report is freed as soon as it has been handed to the engine, which
+ * copies it, instead of at the GC, which does not see its C memory. The
+ * Ruby object is emptied, so a later use raises instead of reaching freed
+ * memory, and so does a second release.
+ */
+%{
+static void mlrb_report_release(VALUE report)
+{
+    void *pointer = NULL;
+    int result = SWIG_ConvertPtr(report, &pointer, SWIGTYPE_p_monlight_report,
+                                 SWIG_POINTER_RELEASE);
+
+    if (!SWIG_IsOK(result))
+        rb_raise(rb_eTypeError, "report_release expects a Report that was not released yet");
+    monlight_report_free(pointer);
+}
+%}
+%rename(report_release) mlrb_report_release;
+void mlrb_report_release(VALUE report);
+
 %newobject monlight_options_new;
 %newobject monlight_report_new;
 

@@ -63,6 +63,7 @@ module Monlight
       warn_shut_down if status == Native::SHUT_DOWN
       nil
     ensure
+      Native.report_release(report) if report
       Log.after_call
     end
 
@@ -80,6 +81,7 @@ module Monlight
       warn_shut_down if status == Native::SHUT_DOWN
       status == Native::OK
     ensure
+      Native.report_release(report) if report
       Log.after_call
     end
 
@@ -132,6 +134,7 @@ module Monlight
       add_context(report, request_context)
       report
     rescue StandardError => e
+      Native.report_release(report) if report
       Log.internal_error("error report: building the report of #{exception.class} failed", e)
       nil
     end
