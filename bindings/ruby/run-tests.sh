@@ -7,9 +7,9 @@
 #   bindings/ruby/run-tests.sh [MINITEST_OPTIONS]   e.g. -n /fork/ or -v
 #
 # The extension is built in build/ruby and only recompiled when a source
-# changed. The receiver is started here and stopped on exit; the suite is
-# given SUITE_TIMEOUT seconds (default 300) and the gem check
-# GEM_TIMEOUT (default 180).
+# changed. The receiver is started here and stopped on exit. Each of the
+# two suite runs is given SUITE_TIMEOUT seconds (default 300), and the gem
+# check GEM_TIMEOUT (default 180).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,20 +34,27 @@ echo "ruby: building the extension in $build/ext"
 
 # --- Suite --------------------------------------------------------------
 
-url=$(python3 "$root/tests/receiver/harness.py" start --record "$work/records.jsonl" \
-    --pid-file "$pid_file" --port-file "$work/receiver.port")
-echo "ruby: receiver at $url"
+# The suite runs twice: against a receiver that closes every connection,
+# as the services do, and against one that keeps connections alive, as a
+# reverse proxy does, where forked children must not reuse the parent's.
+for mode in close keep-alive; do
+    python3 "$root/tests/receiver/harness.py" stop --pid-file "$pid_file" 2>/dev/null || true
+    if [ "$mode" = keep-alive ]; then keep_alive=--keep-alive; else keep_alive=; fi
+    url=$(python3 "$root/tests/receiver/harness.py" start --record "$work/records-$mode.jsonl" \
+        --pid-file "$pid_file" --port-file "$work/receiver.port" $keep_alive)
+    echo "ruby: receiver at $url ($mode)"
 
-status=0
-MONLIGHT_TEST_URL="$url" MONLIGHT_TEST_RUBYLIB="$here/lib:$build/ext" \
-    timeout "$suite_timeout" ruby -I"$here/lib" -I"$build/ext" -I"$here/test" -e '
-        files = Dir[File.join(ARGV.shift, "*_test.rb")].sort
-        files.each { |file| require file }
-    ' "$here/test" "$@" || status=$?
-if [ "$status" -eq 124 ]; then
-    echo "ruby: the suite did not finish within $suite_timeout s" >&2
-fi
-[ "$status" -eq 0 ] || exit "$status"
+    status=0
+    MONLIGHT_TEST_URL="$url" MONLIGHT_TEST_RUBYLIB="$here/lib:$build/ext" \
+        timeout "$suite_timeout" ruby -I"$here/lib" -I"$build/ext" -I"$here/test" -e '
+            files = Dir[File.join(ARGV.shift, "*_test.rb")].sort
+            files.each { |file| require file }
+        ' "$here/test" "$@" || status=$?
+    if [ "$status" -eq 124 ]; then
+        echo "ruby: the suite did not finish within $suite_timeout s" >&2
+    fi
+    [ "$status" -eq 0 ] || exit "$status"
+done
 
 # --- Packaged gem -------------------------------------------------------
 
