@@ -42,7 +42,8 @@
 %rename("%(strip:[MONLIGHT_])s", %$isenumitem) "";
 %rename("%(strip:[MONLIGHT_])s", %$isconstant) "";
 
-/* Helpers for the bindings' own ABI checks and macros, not needed here. */
+/* Macros that only matter to C: the export attribute, and the X-macro that
+ * the status enum is generated from (its values are wrapped). */
 %ignore MONLIGHT_API;
 %ignore MONLIGHT_STATUS_LIST;
 %ignore MONLIGHT_STATUS_ENUM_ENTRY;
