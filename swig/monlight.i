@@ -8,7 +8,8 @@
  * - Names lose their prefix: monlight_options_new becomes options_new and
  *   MONLIGHT_OPT_BASE_URL becomes OPT_BASE_URL.
  * - Options, reports and clients are objects that the garbage collector
- *   frees; the *_free functions are not exposed.
+ *   frees. The *_free functions are not exposed, except report_release,
+ *   which frees a report early and safely.
  * - A pointer-and-length pair is one string argument.
  * - A function that creates a client through an out pointer returns
  *   [status, client], with client nil on failure.
