@@ -43,10 +43,15 @@
 extern "C" {
 #endif
 
+/* A program that compiles the engine into its own shared object (a
+ * language extension) may define MONLIGHT_API as empty to keep these
+ * symbols private to it. */
+#ifndef MONLIGHT_API
 #if defined(__GNUC__) && __GNUC__ >= 4
 #define MONLIGHT_API __attribute__((visibility("default")))
 #else
 #define MONLIGHT_API
+#endif
 #endif
 
 /* ------------------------------------------------------------------ */
@@ -328,7 +333,8 @@ MONLIGHT_API monlight_status monlight_error_client_shutdown(
 /* Shuts the client down (see above) and frees it. NULL is allowed. */
 MONLIGHT_API void monlight_error_client_free(monlight_error_client *client);
 
-/* Returns one of the client's counters (see monlight_stat). */
+/* Returns one of the client's counters (see monlight_stat). In a forked
+ * child every counter starts again from zero. */
 MONLIGHT_API uint64_t monlight_error_client_stat(monlight_error_client *client,
                                                  monlight_stat stat);
 
