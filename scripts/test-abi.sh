@@ -21,22 +21,25 @@ current=$(mktemp)
 trap 'rm -f "$current"' EXIT
 abidw --headers-dir core/include --no-corpus-path --out-file "$current" "$library"
 
-# abidiff's exit status is a bit field: 4 means compatible changes, 8
-# means incompatible ones (abidiff(1), "Return values").
+# abidiff's exit status is a bit field (abidiff(1), "Return values"): 4
+# is an ABI change, 8 an incompatible one. abidiff counts a changed size
+# of a public struct as a mere change, so any change to what the baseline
+# exports fails here, and only added functions pass.
 set +e
-abidiff --no-added-syms "$baseline" "$current" >/dev/null
-compatible_status=$?
-abidiff "$baseline" "$current"
-status=$?
+abidiff --suppressions abi/suppressions.abignore --no-added-syms \
+    "$baseline" "$current"
+changed=$?
+abidiff --suppressions abi/suppressions.abignore "$baseline" "$current" >/dev/null
+any=$?
 set -e
-if [ $((status & 8)) -ne 0 ] || [ $((status & 1)) -ne 0 ]; then
-    echo "abi: INCOMPATIBLE change to libmonlight.so.1 (abidiff status $status)." >&2
+if [ "$changed" -ne 0 ]; then
+    echo "abi: INCOMPATIBLE change to libmonlight.so.1 (abidiff status $changed)." >&2
     echo "abi: restore compatibility, or bump the SONAME and run" >&2
     echo "abi: scripts/test-abi.sh --update deliberately." >&2
     exit 1
 fi
-if [ "$compatible_status" -ne 0 ] || [ "$status" -ne 0 ]; then
-    echo "abi: compatible changes only (listed above)"
+if [ "$any" -ne 0 ]; then
+    echo "abi: compatible: functions were only added"
 else
     echo "abi: identical to the baseline"
 fi
