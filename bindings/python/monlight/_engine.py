@@ -257,6 +257,19 @@ def attach_finalizer(owner: object, free: Callable[[Any], None], pointer: Any) -
 # Clients whose owner was collected on one of the engine's own threads.
 _deferred_frees: list[tuple[Callable[[Any], None], Any]] = []
 
+# NOTE: the engine's monlight_metrics_client_shutdown() hangs when two
+# threads call it at once (both join the flush thread), so every shutdown,
+# free and shutdown_all of this package runs under this lock. It is
+# reentrant because a garbage collection inside a locked section may free
+# a client on the same thread.
+_shutdown_lock = threading.RLock()
+
+
+def call_serialized(function: Callable[[Any], Any], pointer: Any) -> Any:
+    """Call an engine shutdown or free function while no other one runs."""
+    with _shutdown_lock:
+        return function(pointer)
+
 
 def free_client(free: Callable[[Any], None], pointer: Any) -> None:
     """Free an engine client, unless this thread is one of the engine's own threads.
@@ -269,10 +282,10 @@ def free_client(free: Callable[[Any], None], pointer: Any) -> None:
     if getattr(_callback_state, "active", False):
         _deferred_frees.append((free, pointer))
         return
-    free(pointer)
+    call_serialized(free, pointer)
     while _deferred_frees:
         deferred_free, deferred_pointer = _deferred_frees.pop()
-        deferred_free(deferred_pointer)
+        call_serialized(deferred_free, deferred_pointer)
 
 
 # ------------------------------------------------------------ exit and fork
@@ -283,13 +296,17 @@ def _shutdown_all_at_exit() -> None:
     # the engine's own atexit() handler runs, so deliver from here, while
     # warnings can still reach logging. monlight_shutdown_all starts no
     # thread, which Python 3.12 refuses at this stage.
-    lib.monlight_shutdown_all()
+    with _shutdown_lock:
+        lib.monlight_shutdown_all()
 
 
 def _forget_parent_state_in_child() -> None:
+    global _shutdown_lock
     # The engine empties each client's queue in a forked child without
     # calling the done callbacks, whose futures belong to the parent's loops.
     _pending_waiters.clear()
+    # Another thread of the parent may have held the lock at the fork.
+    _shutdown_lock = threading.RLock()
 
 
 atexit.register(_shutdown_all_at_exit)

@@ -281,7 +281,7 @@ class MetricsClient:
         dropped and counted in ``stats()["dropped"]``. Calling it again
         does nothing, and metrics recorded afterwards are dropped.
         """
-        lib.monlight_metrics_client_shutdown(self._client)
+        _engine.call_serialized(lib.monlight_metrics_client_shutdown, self._client)
 
     def stats(self) -> dict[str, int]:
         """Return the engine's counters for this client.

@@ -18,11 +18,16 @@ import logging
 import time
 from typing import Any, AsyncIterator, Optional, TypedDict
 
-import anyio.to_thread
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Match, Mount
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+try:
+    import anyio.to_thread
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Match, Mount
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        f"monlight.integrations.fastapi needs FastAPI ({exc}); install it with: pip install 'monlight[fastapi]'"
+    ) from exc
 
 from monlight.error_client import ErrorClient
 from monlight.metrics_client import MetricsClient
