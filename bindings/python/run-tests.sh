@@ -19,7 +19,7 @@ if [ ! -x "$PYTHON" ]; then
     exit 1
 fi
 
-# The whole suite, slow packaging test included, takes about two minutes;
+# The whole suite, slow packaging tests included, takes one to two minutes;
 # the bound stops a hung test from blocking the caller for long.
 SUITE_TIMEOUT=${MONLIGHT_PYTHON_SUITE_TIMEOUT:-600}
 

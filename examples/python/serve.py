@@ -5,8 +5,8 @@ Usage: python serve.py PORT_FILE
 The port is written to PORT_FILE once uvicorn listens. On SIGTERM or
 SIGINT uvicorn stops, and the end of the application's lifespan shuts
 the metrics client down, which sends what it still buffers. The clients'
-stats are printed then, and the exit status is 1 when a client delivered
-nothing, or failed, dropped or still holds anything.
+stats are printed then. The exit status is 1 when a client delivered
+nothing, or has failed, dropped or pending items.
 """
 
 from __future__ import annotations
@@ -30,15 +30,16 @@ from app import app, clients  # noqa: E402
 class QuietServer(uvicorn.Server):
     """A uvicorn server that leaves signal handling to main().
 
-    uvicorn 0.29 and later raise a caught SIGTERM again once they have
-    shut down, which would end this process before it prints the stats.
+    Recent uvicorn releases (0.55 here) raise a caught SIGTERM again once
+    they have shut down, which would end this process before it prints the
+    stats.
     """
 
-    def install_signal_handlers(self) -> None:  # uvicorn before 0.29
+    def install_signal_handlers(self) -> None:  # older uvicorn releases
         pass
 
     @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:  # uvicorn 0.29 and later
+    def capture_signals(self) -> Iterator[None]:  # recent uvicorn releases
         yield
 
 

@@ -244,8 +244,8 @@ class Options:
 def attach_finalizer(owner: object, free: Callable[[Any], None], pointer: Any) -> weakref.finalize:
     """Free the engine client when ``owner`` is garbage collected.
 
-    Freeing shuts the client down first, which delivers what it still
-    holds within its exit deadline. The finalizer does not run at
+    Freeing shuts the client down first, which delivers what the client
+    still buffers within its exit deadline. The finalizer does not run at
     interpreter exit (the exit hook below shuts every client down
     instead), because a daemon thread may still be using the client then.
     """

@@ -1,10 +1,11 @@
 """Error client for the monlight error tracker.
 
-An exception becomes a monlight_report here (type, message, formatted
-traceback, request context); the engine turns the report into the
-tracker's JSON body, removes PII headers, applies the tracker's limits
-and sends it, either from the calling thread (``report_error_sync``) or
-from its background thread (``await report_error``).
+This module turns an exception and its request context into a
+monlight_report: type, message, formatted traceback, URL, method, headers,
+user and extra data. The engine then builds the tracker's JSON body from
+the report, removes PII headers and applies the tracker's limits. It sends
+the body from the calling thread (``report_error_sync``) or from its
+background thread (``await report_error``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from monlight._engine import ffi, lib
 
 logger = logging.getLogger(__name__)
 
-# Nesting that ``extra`` may have before deeper values are replaced by a
-# marker: deep enough for real data, shallow enough for Python's recursion limit.
+# Nesting depth of ``extra`` past which values are replaced by "<too deep>".
+# Real data rarely nests this deep, and the copy stays far below Python's
+# recursion limit.
 EXTRA_MAX_DEPTH = 64
 
 _FIELD_NAMES = {
@@ -89,6 +91,8 @@ class ErrorClient:
         options.set_string(lib.MONLIGHT_OPT_ENVIRONMENT, "environment", str(environment))
         if options.set_number(lib.MONLIGHT_OPT_TIMEOUT, "timeout", timeout):
             self._wait_limit = float(timeout)
+        if isinstance(excluded_headers, str):
+            excluded_headers = {excluded_headers}  # one name, not a set of its letters
         for header in excluded_headers or ():
             options.add_excluded_header(header)
         self._client = options.create(lib.monlight_error_client_new, "monlight_error_client")
@@ -105,9 +109,9 @@ class ErrorClient:
         """Report an exception from the engine's background thread, without blocking the loop.
 
         The coroutine resumes when the tracker has stored the report or its
-        delivery has failed, and after ``timeout`` seconds at most: a report
-        that is still queued then, or waiting to be retried because the
-        tracker is down, stays with the engine, which goes on delivering it.
+        delivery has failed, and after ``timeout`` seconds at most. A report
+        that is still queued then, or waiting for a retry because the tracker
+        is down, stays with the engine, which goes on delivering it.
         Failures are logged, never raised. Cancelling the coroutine does not
         cancel the delivery.
 
@@ -143,8 +147,9 @@ class ErrorClient:
     ) -> None:
         """Report an exception from this thread, waiting at most ``timeout`` seconds.
 
-        When the tracker cannot be reached, answers 429 or 503, the report
-        is handed to the background thread for retries and this call returns.
+        When the tracker cannot be reached or responds with 429 or 503, the
+        report is handed to the background thread for retries, and this call
+        returns.
         Failures are logged, never raised. Takes the same arguments as
         ``report_error``.
         """
@@ -175,11 +180,12 @@ class ErrorClient:
     def stats(self) -> dict[str, int]:
         """Return the engine's counters for this client.
 
-        Keys: ``delivered`` (reports the tracker stored), ``dropped`` (pushed
-        out of a full queue or unsent at the exit deadline), ``retried``
-        (send attempts that were repeated), ``failed`` (reports the tracker
-        rejected or that were lost in a request that cannot be retried
-        safely) and ``pending`` (queued or being sent now).
+        - ``delivered``: reports the tracker stored.
+        - ``dropped``: reports pushed out of a full queue, or unsent at the exit deadline.
+        - ``retried``: send attempts that were repeated.
+        - ``failed``: reports the tracker rejected, or lost in a request that
+          cannot be retried safely.
+        - ``pending``: reports queued or being sent now.
         """
         stat = lib.monlight_error_client_stat
         client = self._client
@@ -224,7 +230,7 @@ class ErrorClient:
 
     def _log_not_sent(self, status: int, exception: BaseException) -> None:
         if status == _engine.SHUT_DOWN:
-            logger.warning("%s was not reported: the error client is shut down (the process is exiting)",
+            logger.warning("%s was not reported: the error client is shut down, as it is once the process exits",
                            _describe(exception))
         else:
             logger.warning("%s was not reported: %s", _describe(exception), _engine.status_name(status))
@@ -280,13 +286,13 @@ def _format_traceback(exception: BaseException) -> str:
 
 
 def encode_extra(extra: Any) -> str:
-    """Return ``extra`` as JSON text; never raises.
+    """Return ``extra`` as JSON text, replacing what JSON cannot encode.
 
-    Values that JSON cannot encode are replaced rather than failing the
-    report: objects of other types by their repr(), NaN and infinities by
-    their names, a reference back to a container that contains it by
-    "<cycle>", and nesting deeper than EXTRA_MAX_DEPTH by "<too deep>". A
-    warning names the first problem.
+    Objects of other types become their repr(), NaN and infinities their
+    names, a reference back to a dict or list that contains it "<cycle>",
+    and values nested deeper than EXTRA_MAX_DEPTH "<too deep>". A warning
+    names the first problem. The replacement copy always encodes, so the
+    report is never lost to its ``extra``.
     """
     try:
         return json.dumps(extra, ensure_ascii=False, allow_nan=False)

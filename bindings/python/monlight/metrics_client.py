@@ -1,11 +1,11 @@
 """Metrics client for the monlight metrics collector.
 
 ``counter()``, ``histogram()`` and ``gauge()`` hand each metric to the
-engine, which timestamps it, appends it to its buffer and returns; the
-engine's background thread (after ``start()``) or ``flush()`` sends the
-buffer as batches. To keep a record call cheap, the Python side encodes
-each metric name once and each distinct label set's JSON text once, and
-reuses them from two bounded caches.
+engine, which timestamps it, appends it to its buffer and returns. The
+buffer is sent in batches by the engine's background thread (after
+``start()``) or by ``flush()``. To keep a record call cheap, this module
+encodes each metric name and the JSON text of each distinct label set
+once, and reuses them from two bounded caches.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ _TYPE_NAMES = {_COUNTER: "counter", _HISTOGRAM: "histogram", _GAUGE: "gauge"}
 
 _record_json = lib.monlight_metrics_client_record_json
 
-# The engine escapes DEL in JSON strings and Python's encoder does not;
-# escaping it here keeps the label text identical to what the engine
-# itself writes for the same labels.
+# The engine escapes DEL in JSON strings but Python's encoder does not, so
+# it is escaped here. The label text is then byte for byte what the engine
+# writes for the same labels.
 _DEL_ESCAPE = str.maketrans({"\x7f": "\\u007f"})
 
 
@@ -270,7 +270,7 @@ class MetricsClient:
         """Send everything buffered now from this thread, waiting at most ``timeout`` per batch.
 
         Batches that fail with a retryable error stay buffered for the next
-        flush; failures are logged as warnings, never raised.
+        flush. Failures are logged as warnings, never raised.
         """
         lib.monlight_metrics_client_flush(self._client)
 
@@ -286,12 +286,13 @@ class MetricsClient:
     def stats(self) -> dict[str, int]:
         """Return the engine's counters for this client.
 
-        Keys: ``delivered`` (metrics the collector accepted), ``dropped``
-        (rejected at record time, over a buffer cap, or unsent at the exit
-        deadline), ``retried`` (metrics in send attempts that were repeated),
-        ``failed`` (metrics the collector rejected or that were lost in a
-        request that cannot be retried safely) and ``pending`` (buffered or
-        being sent now).
+        - ``delivered``: metrics the collector accepted.
+        - ``dropped``: metrics rejected at record time, over a buffer cap, or
+          unsent at the exit deadline.
+        - ``retried``: metrics in send attempts that were repeated.
+        - ``failed``: metrics the collector rejected, or lost in a request
+          that cannot be retried safely.
+        - ``pending``: metrics buffered or being sent now.
         """
         stat = lib.monlight_metrics_client_stat
         client = self._client

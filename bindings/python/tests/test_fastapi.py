@@ -564,7 +564,7 @@ def test_uvicorn_served_app(app, receiver, monlight_log) -> None:
             for user_id in (1, 2, 3):
                 assert client.get(f"/users/{user_id}").status_code == 200
             # uvicorn closes the connection after an application error, so
-            # this request asks for a connection of its own.
+            # this request uses a connection of its own.
             assert client.get("/inventory/8", headers={"Connection": "close"}).status_code == 500
             assert client.get("/not-routed").status_code == 404
 

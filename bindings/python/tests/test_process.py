@@ -109,7 +109,7 @@ def test_reports_after_exit_hook(receiver) -> None:
     lines = result.stdout.splitlines()
     assert lines[-1] == "returned"
     assert lines.count("monlight.error_client exception ValueError was not reported: the error client is shut "
-                       "down (the process is exiting)") == 2
+                       "down, as it is once the process exits") == 2
     assert receiver.errors() == []
 
 

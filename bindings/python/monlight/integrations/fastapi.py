@@ -137,7 +137,7 @@ def endpoint_template(scope: Scope, entry_path: str = "", entry_root_path: str =
         prefix = _mount_prefix(scope, entry_path, entry_root_path)
         if prefix is None:
             # The mounts could not be walked (an app without .routes between
-            # them), so the concrete mount path stands in for the template.
+            # them), so the concrete mount path is used in place of the template.
             prefix = scope.get("root_path", "")[len(entry_root_path):]
 
     if route is None or isinstance(route, Mount):
@@ -150,10 +150,10 @@ def endpoint_template(scope: Scope, entry_path: str = "", entry_root_path: str =
 
 def _route_template(scope: Scope, route: Any) -> Optional[str]:
     """Return the template of the matched route, with the prefixes of included routers."""
-    # NOTE: FastAPI releases that include routers lazily (0.16x) leave the
-    # router-local path in scope["route"].path and keep the full template
-    # only in this private scope entry. Older releases copy included routes
-    # with the prefix applied, so route.path is complete there.
+    # NOTE: FastAPI releases that include routers lazily (seen in 0.165)
+    # leave the router-local path in scope["route"].path and keep the full
+    # template only in this private scope entry. Older releases copy
+    # included routes with the prefix applied, so route.path is complete.
     fastapi_scope = scope.get("fastapi")
     if isinstance(fastapi_scope, dict):
         context = fastapi_scope.get("effective_route_context")
@@ -199,8 +199,8 @@ def _mount_prefix(scope: Scope, entry_path: str, entry_root_path: str) -> Option
             child_root_path = child_scope.get("root_path", "")
             if match is Match.FULL and final_root_path.startswith(child_root_path) \
                     and len(child_root_path) > len(probe["root_path"]):
-                # Starlette before 0.33 also put the remaining path into
-                # child_scope["path"]; merging the child scope covers both.
+                # Older Starlette releases also put the remaining path into
+                # child_scope["path"]. Merging the child scope covers both.
                 probe = {**probe, **child_scope}
                 prefix += candidate.path
                 routes = getattr(candidate, "routes", None)
@@ -218,7 +218,7 @@ _report_tasks: set[asyncio.Task[None]] = set()
 
 
 async def MonlightExceptionHandler(request: Request, exc: Exception) -> JSONResponse:
-    """Report an unhandled exception to the error tracker and answer 500.
+    """Report an unhandled exception to the error tracker and respond with 500.
 
     The report carries the request URL, method and headers (PII headers
     are removed by the client). It is sent in the background, so the 500
@@ -333,8 +333,8 @@ def _shut_down_with_lifespan(app: Any, metrics_client: MetricsClient) -> None:
     """Wrap the router's lifespan context so that the metrics client shuts down when it ends.
 
     The wrapper runs the application's own lifespan (its lifespan= function
-    or its on_event handlers) first, so a user's shutdown hook still sees
-    a working client.
+    or its on_event handlers) first, so the client still works in a user's
+    shutdown hook.
     """
     router = getattr(app, "router", None)
     inner_lifespan = getattr(router, "lifespan_context", None)
