@@ -6,8 +6,8 @@
 #
 # Run it after `make build`, from anywhere. BUILD_DIR (default build) is
 # the CMake build directory. Each suite is stopped after
-# MONLIGHT_LUA_SUITE_TIMEOUT seconds (default 120); a full run takes about
-# two minutes, most of it in tests that wait for retries and timeouts.
+# MONLIGHT_LUA_SUITE_TIMEOUT seconds (default 120). A full run takes about
+# a minute, most of it in tests that wait for retries and timeouts.
 set -u
 
 cd "$(dirname "$0")/../.."

@@ -1,6 +1,6 @@
 -- app.lua: the content handlers of the OpenResty example (nginx.conf).
 -- Each runs through monlight.openresty.run(), which reports an error it
--- raises and answers 500.
+-- raises and responds with 500.
 
 local app = {}
 

@@ -9,10 +9,10 @@
 -- same as those of the C methods, which stay the fallback for anything
 -- the fast path does not handle.
 --
--- The labels' JSON text is built once per label set and cached: a lookup
--- walks the labels table with next() through a tree of nested tables
--- (key, then value, per label), so a repeated label set costs no string
--- building and no allocation.
+-- The labels' JSON text is built once per label set and cached. A lookup
+-- walks the labels table with next() through a tree of nested tables (key,
+-- then value, per label), so a repeated label set costs no string building
+-- and no allocation.
 --
 -- Not meant to be required directly: the C module calls the returned
 -- function with the module table and the path of its own shared object.
@@ -46,9 +46,10 @@ local declarations = {
     "const char *monlight_status_message(int status);",
 }
 
--- Declares what is not declared yet. A declaration made elsewhere with the
--- same name (another binding of libmonlight) raises "attempt to redefine";
--- it is kept when its type is compatible, and the calls check that below.
+-- Declares what is not declared yet. A declaration made elsewhere under the
+-- same name (another FFI binding of libmonlight) makes ffi.cdef raise
+-- "attempt to redefine", and the earlier one is used: monlight.h's types
+-- accept the values passed here (a void * client, a number for the enum).
 local function declare()
     for _, declaration in ipairs(declarations) do
         pcall(ffi.cdef, declaration)
@@ -85,8 +86,8 @@ local function cached_json(labels)
     return node[JSON]
 end
 
--- Whether a value can be a cache key whose tostring() is the only text it
--- stands for: NaN cannot be a key, and 0 and -0 are one key with two texts.
+-- Whether a value can be a cache key with one text, its tostring(). NaN
+-- cannot be a key, and 0 and -0 are one key with two texts.
 local function cacheable(value)
     local kind = type(value)
     if kind == "string" or kind == "boolean" then
@@ -101,10 +102,10 @@ end
 
 -- Builds the JSON text of a label set, keys sorted bytewise as the C path
 -- sorts them. Returns the text ("" for no labels) and whether it may be
--- cached. The text is false when the set must take the C path: a key or
--- value that is not cacheable, two keys with the same text (1 and "1"), or
--- text outside printable ASCII, which the engine escapes or repairs in its
--- own way (control bytes, UTF-8).
+-- cached. The text is false when the set must take the C path. That is the
+-- case for a key or value that is not cacheable, for two keys with the same
+-- text (1 and "1"), and for text outside printable ASCII, which the engine
+-- escapes or repairs in its own way (control bytes, UTF-8).
 local function build_json(labels)
     local count = 0
     local values = {}

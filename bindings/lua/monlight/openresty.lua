@@ -62,12 +62,12 @@ end
 -- modifier, "@fallback"), or nil when it cannot be read.
 --
 -- NOTE: lua-nginx-module has no API for the location name, so this reads
--- it from nginx's structures through the FFI: the request's loc_conf
--- array (the sixth field of ngx_http_request_t), the entry of
--- ngx_http_core_module (index 0, the first HTTP module), whose first field
--- is the name as an ngx_str_t. These fields have kept their place since
--- nginx 0.x; the request's "HTTP" signature is checked first, and any
--- failure gives nil, never an error.
+-- it from nginx's structures through the FFI. The request's loc_conf array
+-- is the sixth field of ngx_http_request_t. Its entry 0 belongs to
+-- ngx_http_core_module, the first HTTP module, and starts with the name as
+-- an ngx_str_t. These fields have kept their place since nginx 0.x. The
+-- request's "HTTP" signature is checked first, and any failure gives nil,
+-- never an error.
 local function location_name_reader()
     local ok_ffi, ffi = pcall(require, "ffi")
     local ok_base, base = pcall(require, "resty.core.base")
@@ -142,7 +142,7 @@ local location_name = location_name_reader()
 ---------------------------------------------------------------------------
 
 -- Returns the nginx process type ("worker", "single", "privileged agent",
--- "helper"...) when lua-resty-core tells it, else "worker".
+-- "helper"...) from lua-resty-core's ngx.process, else "worker".
 local function process_type()
     local ok, process = pcall(require, "ngx.process")
     if ok and type(process.type) == "function" then
@@ -160,8 +160,8 @@ end
 --
 -- options.errors: ErrorClient options, or nil for no error reports.
 -- options.metrics: MetricsClient options, or nil for no request metrics.
--- options.route_variable: the nginx variable that holds a request's route
---   template (default "monlight_route"; declare it with `set`).
+-- options.route_variable: the nginx variable that contains a request's
+--   route template (default "monlight_route", declared with `set`).
 --
 -- Raises for invalid options, or when called outside init_worker. Returns
 -- true, or false and a reason when this process gets no clients.
@@ -265,8 +265,8 @@ local function request_context()
     }
 end
 
--- Reports a failed handler and answers 500, or ends the request when the
--- response has started already.
+-- Reports a failed handler and responds with 500, or ends the request when
+-- the response has started already.
 local function handle_failure(err)
     local message = type(err) == "table" and err.traceback or tostring(err)
     log_error("request handler failed: ", message)
@@ -291,8 +291,9 @@ end
 
 --- Runs a content handler with its arguments. When it raises, reports the
 -- error (traceback from the point of failure, the request's URL, method
--- and headers) and answers 500 {"detail":"Internal server error"}. Call
--- it from content_by_lua*; without an error client it still answers 500.
+-- and headers) and responds with 500 {"detail":"Internal server error"}.
+-- Call it from content_by_lua*. Without an error client it still responds
+-- with 500.
 function M.run(handler, ...)
     local ok, err = xpcall(handler, monlight.traceback, ...)
     if not ok then

@@ -2,11 +2,10 @@
  * compat.h: the differences between Lua 5.1 (and LuaJIT, which keeps the
  * 5.1 C API) and Lua 5.4 that the module uses, in one place.
  *
- * Every helper has an `mlc_` name of its own rather than the 5.2+ name,
- * because LuaJIT 2.1 declares some of the 5.2 functions (luaL_setfuncs,
- * luaL_testudata, luaL_traceback) and PUC Lua 5.1 does not: a static
- * definition under the official name would clash with one and be missing
- * from the other.
+ * Every helper has an `mlc_` name of its own rather than the 5.2+ name.
+ * LuaJIT 2.1 declares some of the 5.2 functions (luaL_setfuncs,
+ * luaL_testudata, luaL_traceback) and PUC Lua 5.1 does not, so a static
+ * definition under the official name would clash with LuaJIT's headers.
  */
 #ifndef MONLIGHT_LUA_COMPAT_H
 #define MONLIGHT_LUA_COMPAT_H

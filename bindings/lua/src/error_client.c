@@ -7,8 +7,9 @@
  *
  * A report is built from the error value and the context table inside a
  * protected call, because reading them can run the application's
- * metamethods (__index, __tostring), and a report must never raise into
- * the code that is reporting a failure.
+ * metamethods (__index, __tostring). A metamethod that raises makes the
+ * call return nil, reason instead of raising into the code that is
+ * reporting a failure.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -70,11 +71,11 @@ static cJSON *table_to_json(lua_State *L, int index, int depth)
 }
 
 /*
- * Converts a Lua value to JSON: tables with keys 1..n become arrays, other
- * tables objects with their keys as strings; numbers that JSON cannot
- * carry (NaN, infinities), functions, userdata and tables nested deeper
- * than EXTRA_MAX_DEPTH (or in a cycle) become their tostring() text.
- * Returns NULL when cJSON runs out of memory.
+ * Converts a Lua value to JSON. Tables with keys 1..n become arrays, and
+ * other tables become objects with their keys as strings. Numbers that
+ * JSON cannot carry (NaN, infinities), functions, userdata and tables
+ * nested deeper than EXTRA_MAX_DEPTH (or in a cycle) become their
+ * tostring() text. Returns NULL when cJSON runs out of memory.
  */
 static cJSON *value_to_json(lua_State *L, int index, int depth)
 {
@@ -376,7 +377,7 @@ static int error_gc(lua_State *L)
 }
 
 #if MLC_HAS_CLOSE
-/* __close (Lua 5.4): shuts down; the memory goes with __gc. */
+/* __close (Lua 5.4): shuts down. __gc frees the memory later. */
 static int error_close(lua_State *L)
 {
     mlua_client *box = mlc_testudata(L, 1, MLUA_ERROR_CLIENT);

@@ -21,7 +21,6 @@
 #define MLUA_METRICS_CLIENT "monlight.MetricsClient"
 #define MLUA_ERROR_OBJECT "monlight.Error"
 #define MLUA_OPTIONS "monlight.options"
-#define MLUA_SCRATCH "monlight.scratch"
 
 /* The exception type of an error value that names none. */
 #define MLUA_DEFAULT_ERROR_TYPE "LuaError"
@@ -72,9 +71,9 @@ const char *mlua_tostring(lua_State *L, int index, size_t *length);
 /*
  * Collects the keys and values of the table at index as strings, sorted by
  * key (bytes, then length), for labels and request headers. Keys and
- * values that are not strings are converted with mlua_tostring(); when
+ * values that are not strings are converted with mlua_tostring(). When
  * join_arrays is set, a value that is an array becomes its items joined
- * with ", " (how repeated request headers are sent).
+ * with ", ", which is how repeated request headers are sent.
  *
  * The pairs go into buffer when they fit in capacity, else into a
  * userdata. Returns how many values it left on the stack to keep the
@@ -113,7 +112,7 @@ void mlua_open_options(lua_State *L);
 /* traceback.c                                                       */
 /* ----------------------------------------------------------------- */
 
-/* Where an error message says the error happened: "app.lua:42: ...". */
+/* The position that an error message starts with: "app.lua:42: ...". */
 typedef struct mlua_position {
     const char *file; /* points into the message; not NUL-terminated */
     size_t file_length;
@@ -123,7 +122,9 @@ typedef struct mlua_position {
 
 /* Finds the "chunk:line: " prefix that error() and the runtime put in
  * front of a message. Returns false, with prefix_length 0, when there is
- * none. */
+ * none.
+ * NOTE: a message that itself starts with "word:N: " (error("code:7: x",
+ * 0)) is taken for one with a position. */
 int mlua_find_position(const char *message, size_t length,
                        mlua_position *position);
 

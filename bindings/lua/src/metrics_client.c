@@ -187,7 +187,7 @@ static int metrics_stats(lua_State *L)
 
 /* __gc: delivers what is buffered (the engine's free shuts down within
  * exit_deadline) and frees. The handle is cleared first, so the FFI fast
- * path sees a closed client rather than freed memory. */
+ * path finds a closed client rather than freed memory. */
 static int metrics_gc(lua_State *L)
 {
     mlua_client *box = mlc_testudata(L, 1, MLUA_METRICS_CLIENT);
@@ -200,7 +200,7 @@ static int metrics_gc(lua_State *L)
 }
 
 #if MLC_HAS_CLOSE
-/* __close (Lua 5.4): shuts down; the memory goes with __gc. */
+/* __close (Lua 5.4): shuts down. __gc frees the memory later. */
 static int metrics_close(lua_State *L)
 {
     mlua_client *box = mlc_testudata(L, 1, MLUA_METRICS_CLIENT);

@@ -6,7 +6,7 @@
  * facts (version, fast_path, _path). Under LuaJIT the module then loads
  * monlight/ffi.lua, which replaces the metrics record methods with calls
  * through LuaJIT's FFI into this same shared object; when that file cannot
- * be loaded, the C API methods stay and fast_path says "c".
+ * be loaded, the C API methods stay and fast_path is "c".
  */
 #define _GNU_SOURCE /* dladdr */
 

@@ -70,8 +70,8 @@ int mlua_find_position(const char *message, size_t length,
             return 0;
     }
 
-    /* Otherwise the file name is everything before the first ":N: " on
-     * the first line. */
+    /* The file name is everything before the first ":N: " on the first
+     * line (after the closing "] of a string chunk). */
     for (size_t i = start; i < length && message[i] != '\n'; i++) {
         if (message[i] != ':')
             continue;

@@ -9,10 +9,10 @@
 --   exit         os.exit(0) (no __gc in 5.1; the engine's atexit handler)
 --   exit_close   os.exit(0, true), which closes the state first (5.2+)
 --   error        an uncaught error ends the script
---   collect      the clients are collected while the program still runs;
---                the program then waits (at most 10 s) until the receiver's
---                record file (MONLIGHT_TEST_RECORD) shows the metric, and
---                prints "delivered before exit" when it did
+--   collect      the clients are collected while the program still runs.
+--                The program then waits, at most 10 s, for the metric in
+--                the receiver's record file (MONLIGHT_TEST_RECORD), and
+--                prints "delivered before exit" when it is there
 
 local lua_directory = jit and "luajit" or _VERSION:match("%d+%.%d+")
 package.cpath = (os.getenv("MONLIGHT_LUA_CPATH") or ("build/lua/" .. lua_directory .. "/?.so"))

@@ -68,7 +68,7 @@ http {
             errors = { base_url = "${collector}", api_key = "${api_key}", project = "${project}",
                        excluded_headers = { "x-secret" }, exit_deadline = 1, timeout = 2 },
             metrics = { base_url = "${collector}", api_key = "${api_key}", project = "${project}",
-                        flush_interval = 0.2, exit_deadline = 1, timeout = 2 },
+                        flush_interval = ${flush_interval}, exit_deadline = 1, timeout = 2 },
         })
     }
     log_by_lua_block { require("monlight.openresty").log() }
@@ -130,6 +130,7 @@ local function prepare_nginx(settings)
         collector = settings.collector or helper.url,
         api_key = helper.api_key,
         project = nginx.project,
+        flush_interval = tostring(settings.flush_interval or 0.2),
     })
     local file = assert(io.open(nginx.config_path, "w"))
     file:write(config)
@@ -374,6 +375,22 @@ helper.test("dead collector does not slow requests", function()
         end, 10, "the engine's warning in the nginx error log")
     end)
     helper.matches(error_log(nginx), "Couldn't connect to server", "delivery failure logged")
+end)
+
+helper.test("worker exit delivers buffered metrics", function()
+    -- A flush interval longer than the test: only the workers' exit sends.
+    local nginx = with_nginx({ name = "nginx_exit", flush_interval = 600 }, function(nginx)
+        for index = 1, 5 do
+            helper.equal(request(nginx, "/users/" .. index), 200, "/users/" .. index)
+        end
+        helper.sleep(0.5)
+        helper.equal(#project_metrics(nginx.project, "http_requests_total"), 0, "counters before nginx stops")
+    end)
+    local counters = helper.wait_for(function()
+        local found = project_metrics(nginx.project, "http_requests_total")
+        return #found >= 6 and found
+    end, 10, "counters after nginx stopped")
+    helper.equal(#counters, 6, "counters: 5 requests and the /static probe")
 end)
 
 helper.test("init refused in the master", function()
