@@ -28,7 +28,11 @@ local concat = table.concat
 
 -- The same numbers as monlight.h.
 local COUNTER, HISTOGRAM, GAUGE = 1, 2, 3
-local STATUS_SHUT_DOWN = 8
+
+-- The statuses after which the engine has stored the failed call's own
+-- message (mlua_status_has_message in src/module.c). A record call ends
+-- with INVALID_ARGUMENT, SHUT_DOWN or NO_MEMORY, so only the first is here.
+local STATUS_WITH_MESSAGE = { [1] = true }
 
 -- Label sets cached before the cache is emptied and started again. Each
 -- set costs a few small tables, so this bounds the memory of a program
@@ -224,7 +228,7 @@ return function(monlight, path)
     -- The same `nil, reason, status` as the C methods return.
     local function failure(handle, status)
         local message
-        if status ~= STATUS_SHUT_DOWN and last_error(handle, message_buffer, 512) > 0 then
+        if STATUS_WITH_MESSAGE[status] and last_error(handle, message_buffer, 512) > 0 then
             message = ffi_string(message_buffer)
         else
             message = ffi_string(status_message(status))

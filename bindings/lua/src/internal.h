@@ -57,6 +57,15 @@ int mlua_push_failure(lua_State *L, monlight_status status, const char *detail);
  * method, and returns 3. */
 int mlua_push_bad_argument(lua_State *L, const char *message);
 
+/*
+ * Returns whether a failed call with this status has stored its own
+ * message in the client (monlight_*_last_error). The engine keeps the last
+ * message until another call stores one, so for the other statuses
+ * (SHUT_DOWN, NO_MEMORY, THREAD_FAILED) that message belongs to an earlier
+ * failure and the status's default message is used instead.
+ */
+int mlua_status_has_message(monlight_status status);
+
 /* Pushes the stats table {delivered, dropped, retried, failed, pending}. */
 void mlua_push_stats(lua_State *L, const uint64_t values[5]);
 

@@ -47,7 +47,7 @@ static int push_failure(lua_State *L, monlight_metrics_client *client,
                         monlight_status status)
 {
     char detail[512] = "";
-    if (status != MONLIGHT_SHUT_DOWN)
+    if (mlua_status_has_message(status))
         monlight_metrics_client_last_error(client, detail, sizeof detail);
     return mlua_push_failure(L, status, detail);
 }

@@ -44,6 +44,23 @@ int mlua_push_bad_argument(lua_State *L, const char *message)
     return mlua_push_failure(L, MONLIGHT_INVALID_ARGUMENT, message);
 }
 
+int mlua_status_has_message(monlight_status status)
+{
+    switch (status) {
+    case MONLIGHT_INVALID_ARGUMENT: /* a metric the engine rejected */
+    case MONLIGHT_CONNECT_FAILED:
+    case MONLIGHT_TIMED_OUT:
+    case MONLIGHT_HTTP_ERROR:
+    case MONLIGHT_RATE_LIMITED:
+    case MONLIGHT_TRANSPORT_FAILED:
+    case MONLIGHT_ABORTED:
+    case MONLIGHT_RETRY_SCHEDULED:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 void mlua_push_stats(lua_State *L, const uint64_t values[5])
 {
     static const char *const names[5] = {"delivered", "dropped", "retried",

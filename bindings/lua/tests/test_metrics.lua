@@ -155,6 +155,12 @@ helper.test("bad arguments return nil and reason", function()
         helper.equal(status, "INVALID_ARGUMENT", case[1] .. ": status")
     end
     helper.equal(metrics:stats().dropped, 4, "metrics the engine refused, counted as dropped")
+
+    -- The engine keeps the message of the last refused metric; a later
+    -- failure of another kind must not report it.
+    metrics:shutdown()
+    local _, reason = metrics:counter("c")
+    helper.equal(reason, "client is shut down", "reason after shutdown")
 end)
 
 helper.test("wrong self returns nil and reason", function()
