@@ -85,10 +85,15 @@ def status_name(status: int) -> str:
 
 # ---------------------------------------------------------------- callbacks
 
-# Set while this thread runs one of the callbacks below, which the engine
-# calls from its own threads. A client must not be freed there (see
+# How many of the callbacks below this thread is running (they can nest
+# when a logging handler records into another client). The engine calls
+# them from its own threads, where a client must not be freed (see
 # free_client).
 _callback_state = threading.local()
+
+
+def _in_callback() -> bool:
+    return getattr(_callback_state, "depth", 0) > 0
 
 # Handles to the loggers that the engine's warnings go to. They live as
 # long as the module, so the engine can never call back with a handle that
@@ -108,14 +113,14 @@ def log_handle(logger_name: str) -> Any:
 def _monlight_log_callback(level: int, message: Any, user_data: Any) -> None:
     # Runs on an application thread or on a client's background thread.
     # Nothing may propagate into C, so every error here is swallowed.
-    _callback_state.active = True
+    _callback_state.depth = getattr(_callback_state, "depth", 0) + 1
     try:
         logger = ffi.from_handle(user_data)
         logger.log(level, ffi.string(message).decode("utf-8", "replace"))
     except Exception:
         pass
     finally:
-        _callback_state.active = False
+        _callback_state.depth -= 1
 
 
 class ReportWaiter:
@@ -160,13 +165,13 @@ _pending_waiters: set[ReportWaiter] = set()
 
 @ffi.def_extern()
 def _monlight_report_done(status: int, user_data: Any) -> None:
-    _callback_state.active = True
+    _callback_state.depth = getattr(_callback_state, "depth", 0) + 1
     try:
         ffi.from_handle(user_data).finish(status)
     except Exception:
         pass
     finally:
-        _callback_state.active = False
+        _callback_state.depth -= 1
 
 
 REPORT_DONE_CALLBACK = lib._monlight_report_done
@@ -279,7 +284,7 @@ def free_client(free: Callable[[Any], None], pointer: Any) -> None:
     client would be freed under the running thread, so the client is kept
     until the next free on an ordinary thread.
     """
-    if getattr(_callback_state, "active", False):
+    if _in_callback():
         _deferred_frees.append((free, pointer))
         return
     call_serialized(free, pointer)

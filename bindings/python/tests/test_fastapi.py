@@ -588,3 +588,49 @@ def test_uvicorn_served_app(app, receiver, monlight_log) -> None:
                                                           "/background"]
     assert receiver.errors()[0]["report"]["exception_type"] == "KeyError"
     assert clients["metrics_client"].stats()["pending"] == 0
+
+
+# ---------------------------------------------------------------- Starlette
+
+
+async def test_plain_starlette_app(receiver, make_metrics_client) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def item(request: Any) -> PlainTextResponse:
+        return PlainTextResponse(request.path_params["item_id"])
+
+    async def static(scope: dict, receive: Any, send: Any) -> None:
+        await PlainTextResponse("static file")(scope, receive, send)
+
+    inner = Starlette(routes=[Route("/items/{item_id}", item)])
+    app = Starlette(routes=[Route("/items/{item_id}", item), Mount("/inner", app=inner),
+                            Mount("/static", app=static)])
+    clients = setup_monlight(app, metrics_collector_url=receiver.url, api_key=receiver.api_key)
+    metrics = clients["metrics_client"]
+
+    async with http_client(app) as client:
+        assert (await client.get("/items/3")).text == "3"
+        assert (await client.get("/inner/items/4")).text == "4"
+        assert (await client.get("/static/css/site.css")).text == "static file"
+        assert (await client.get("/inner/nothing")).status_code == 404
+        assert (await client.get("/nothing")).status_code == 404
+    metrics.shutdown()
+
+    assert endpoints(receiver) == ["/items/{item_id}", "/inner/items/{item_id}", "/static/{path:path}",
+                                   "/inner/{path:path}", UNMATCHED_ENDPOINT]
+
+
+def test_report_without_event_loop(receiver, make_error_client) -> None:
+    # Outside asyncio (an app on trio), the handler queues the report
+    # without a coroutine.
+    from monlight.integrations import fastapi as integration
+
+    client = make_error_client()
+    integration._report_in_background(client, KeyError("no loop"), {"request_method": "GET"})
+
+    receiver.wait_for(lambda: receiver.errors(), description="the queued report")
+    report = receiver.errors()[0]["report"]
+    assert report["message"] == "'no loop'"
+    assert report["request_method"] == "GET"

@@ -214,11 +214,11 @@ def test_free_deferred_on_engine_thread(receiver) -> None:
     def fake_free(pointer: object) -> None:
         calls.append(str(pointer))
 
-    _engine._callback_state.active = True
+    _engine._callback_state.depth = 1
     try:
         _engine.free_client(fake_free, "deferred")
     finally:
-        _engine._callback_state.active = False
+        _engine._callback_state.depth = 0
     assert calls == []
 
     _engine.free_client(fake_free, "direct")
