@@ -285,8 +285,10 @@ monlight_status monlight_error_client_send(monlight_error_client *client,
     pthread_mutex_lock(&client->lock);
     bool closed = client->shut_down;
     pthread_mutex_unlock(&client->lock);
-    if (closed)
+    if (closed) {
+        set_last_error(client, "%s", "report not sent: the client is shut down");
         return MONLIGHT_SHUT_DOWN;
+    }
 
     ml_buf body;
     monlight_status status = build_body(client, report, &body);
@@ -365,10 +367,12 @@ monlight_status monlight_error_client_enqueue(monlight_error_client *client,
     if (status == MONLIGHT_SHUT_DOWN) {
         free(item->body);
         free(item);
+        set_last_error(client, "%s", "report not queued: the client is shut down");
         return status;
     }
 
     /* No thread could be started: deliver from this thread instead. */
+    set_last_error(client, "%s", "could not start the background thread");
     ml_log(&client->config.logger, &client->limiter, MONLIGHT_LOG_WARNING,
            "error report: could not start the background thread; sending "
            "from the calling thread");

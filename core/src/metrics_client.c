@@ -360,6 +360,8 @@ static monlight_status record(monlight_metrics_client *client,
 
     if (client->shut_down) {
         status = MONLIGHT_SHUT_DOWN;
+        snprintf(client->last_error, sizeof client->last_error,
+                 "metric not recorded: the client is shut down");
         goto unlock;
     }
     if (client->started && !client->thread_running)
@@ -796,6 +798,8 @@ monlight_status monlight_metrics_client_start(monlight_metrics_client *client)
     pthread_mutex_lock(&client->lock);
     if (client->shut_down) {
         status = MONLIGHT_SHUT_DOWN;
+        snprintf(client->last_error, sizeof client->last_error,
+                 "start failed: the client is shut down");
     } else {
         client->started = true;
         if (!client->thread_running)
@@ -819,6 +823,8 @@ monlight_status monlight_metrics_client_flush(monlight_metrics_client *client)
 
     pthread_mutex_lock(&client->lock);
     if (client->shut_down) {
+        snprintf(client->last_error, sizeof client->last_error,
+                 "flush failed: the client is shut down");
         pthread_mutex_unlock(&client->lock);
         return MONLIGHT_SHUT_DOWN;
     }

@@ -193,6 +193,9 @@ static void metrics_refused_on_shut_down_client(void **state)
     assert_int_equal(monlight_metrics_client_shutdown(metrics), MONLIGHT_OK);
     assert_int_equal(monlight_metrics_client_stat(metrics, MONLIGHT_STAT_DROPPED), 1);
     assert_int_equal(monlight_counter(metrics, "a", 1, NULL, 0), MONLIGHT_SHUT_DOWN);
+    char reason[128];
+    monlight_metrics_client_last_error(metrics, reason, sizeof reason);
+    assert_non_null(strstr(reason, "shut down"));
     assert_int_equal(monlight_metrics_client_start(metrics), MONLIGHT_SHUT_DOWN);
     assert_int_equal(monlight_metrics_client_flush(metrics), MONLIGHT_SHUT_DOWN);
     assert_int_equal(monlight_metrics_client_shutdown(metrics), MONLIGHT_OK);
