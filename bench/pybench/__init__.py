@@ -1,0 +1,1 @@
+"""Python side of `make bench`: timing helpers, the comparison libraries and the figures."""
