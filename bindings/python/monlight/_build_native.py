@@ -217,10 +217,17 @@ ffibuilder.set_source(
     sources=engine_sources(),
     include_dirs=[os.path.relpath(ENGINE_DIR / "include"), os.path.relpath(ENGINE_DIR / "src")]
     + _settings["include_dirs"],
-    define_macros=[("_POSIX_C_SOURCE", "200809L"), ("_DEFAULT_SOURCE", None)],
+    # An empty MONLIGHT_API keeps the engine's symbols private to the
+    # extension, so they cannot clash with a libmonlight loaded elsewhere
+    # in the process; only the module's init function is exported.
+    define_macros=[("_POSIX_C_SOURCE", "200809L"), ("_DEFAULT_SOURCE", None), ("MONLIGHT_API", "")],
     extra_compile_args=["-std=c11", "-fvisibility=hidden"],
     libraries=_settings["libraries"],
     library_dirs=_settings["library_dirs"],
+    # setuptools rebuilds when a source is newer than the extension; the
+    # headers and this script (compile flags) count as sources too.
+    depends=[os.path.relpath(header) for header in sorted(ENGINE_DIR.glob("*/*.h"))]
+    + [os.path.relpath(__file__)],
 )
 
 if __name__ == "__main__":
