@@ -36,9 +36,6 @@ def sync_engine_sources() -> None:
         for stale in target_dir.iterdir():
             if stale.name not in wanted:
                 stale.unlink()
-    map_file = REPOSITORY_CORE / "monlight.map"
-    if map_file.is_file():
-        shutil.copy2(map_file, ENGINE_COPY / "monlight.map")
 
 
 sync_engine_sources()
