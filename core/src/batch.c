@@ -11,12 +11,25 @@
 
 uint64_t ml_hash(uint64_t seed, const void *data, size_t length)
 {
+    /* Multiply-and-fold over 64-bit words: a few instructions per eight
+     * bytes, against several per byte for a bytewise hash. The length is
+     * mixed in first, so that ("ab", "c") and ("a", "bc") differ. */
     const unsigned char *p = data;
-    uint64_t hash = seed;
-    for (size_t i = 0; i < length; i++) {
-        hash ^= p[i];
-        hash *= 0x100000001b3ull;
+    uint64_t hash = seed ^ ((uint64_t)length * 0xC2B2AE3D27D4EB4Full);
+    uint64_t word;
+
+    while (length >= 8) {
+        memcpy(&word, p, 8);
+        hash = (hash ^ word) * 0xFF51AFD7ED558CCDull;
+        hash ^= hash >> 32;
+        p += 8;
+        length -= 8;
     }
+    word = 0;
+    if (length)
+        memcpy(&word, p, length);
+    hash = (hash ^ word) * 0xC4CEB9FE1A85EC53ull;
+    hash ^= hash >> 29;
     return hash;
 }
 
@@ -73,19 +86,48 @@ static bool grow_slots(ml_batch *batch)
     return true;
 }
 
-uint32_t ml_batch_series(ml_batch *batch, uint64_t hash, const char *text,
-                         size_t length)
+/* Length of {"name":" before a plain name in the series text. */
+#define NAME_PREFIX_LENGTH 9
+
+static bool series_matches(const ml_batch *batch, const ml_series *series,
+                           const ml_series_key *key)
 {
-    /* Look the series up first: after the first metric of a series, this
-     * is all a record costs here. */
+    const char *text = batch->arena.data + series->offset;
+    return series->hash == key->hash && series->name_plain &&
+           series->type == (uint8_t)key->type &&
+           series->name_length == key->name_length &&
+           series->labels_length == key->labels_length &&
+           memcmp(text + NAME_PREFIX_LENGTH, key->name, key->name_length) == 0 &&
+           memcmp(text + series->length - key->labels_length, key->labels_json,
+                  key->labels_length) == 0;
+}
+
+uint32_t ml_batch_find(const ml_batch *batch, const ml_series_key *key)
+{
+    if (!batch->slot_count)
+        return UINT32_MAX;
+    uint32_t mask = batch->slot_count - 1;
+    for (uint32_t slot = (uint32_t)key->hash & mask; batch->slots[slot];
+         slot = (slot + 1) & mask) {
+        const ml_series *series = &batch->series[batch->slots[slot] - 1];
+        if (series_matches(batch, series, key))
+            return batch->slots[slot] - 1;
+    }
+    return UINT32_MAX;
+}
+
+uint32_t ml_batch_series(ml_batch *batch, const ml_series_key *key,
+                         const char *text, size_t length)
+{
+    /* A series whose name needed escaping is matched by its text. */
     if (batch->slot_count) {
-        uint32_t slot = (uint32_t)hash & (batch->slot_count - 1);
-        while (batch->slots[slot]) {
+        uint32_t mask = batch->slot_count - 1;
+        for (uint32_t slot = (uint32_t)key->hash & mask; batch->slots[slot];
+             slot = (slot + 1) & mask) {
             const ml_series *series = &batch->series[batch->slots[slot] - 1];
-            if (series->hash == hash && series->length == length &&
+            if (series->hash == key->hash && series->length == length &&
                 memcmp(batch->arena.data + series->offset, text, length) == 0)
                 return batch->slots[slot] - 1;
-            slot = (slot + 1) & (batch->slot_count - 1);
         }
     }
 
@@ -107,8 +149,16 @@ uint32_t ml_batch_series(ml_batch *batch, uint64_t hash, const char *text,
         return UINT32_MAX;
 
     uint32_t index = batch->series_count++;
-    batch->series[index] = (ml_series){hash, (uint32_t)offset, (uint32_t)length};
-    uint32_t slot = (uint32_t)hash & (batch->slot_count - 1);
+    bool name_plain = length >= NAME_PREFIX_LENGTH + key->name_length &&
+                      memcmp(text + NAME_PREFIX_LENGTH, key->name,
+                             key->name_length) == 0 &&
+                      text[NAME_PREFIX_LENGTH + key->name_length] == '"';
+    batch->series[index] = (ml_series){
+        key->hash,          (uint32_t)offset,        (uint32_t)length,
+        (uint32_t)key->name_length, (uint32_t)key->labels_length,
+        (uint8_t)key->type, name_plain,
+    };
+    uint32_t slot = (uint32_t)key->hash & (batch->slot_count - 1);
     while (batch->slots[slot])
         slot = (slot + 1) & (batch->slot_count - 1);
     batch->slots[slot] = index + 1;

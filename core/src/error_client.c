@@ -393,7 +393,11 @@ static monlight_status shutdown_until(monlight_error_client *client,
                                       double deadline)
 {
     pthread_mutex_lock(&client->lock);
-    if (client->shut_down || client->stopping) {
+    if (client->stopping) {
+        /* Another thread is shutting down: wait for it to finish, so that
+         * every caller returns after the final delivery. */
+        while (!client->shut_down)
+            pthread_cond_wait(&client->wake, &client->lock);
         pthread_mutex_unlock(&client->lock);
         return MONLIGHT_OK;
     }
@@ -458,6 +462,7 @@ static monlight_status shutdown_until(monlight_error_client *client,
 
     pthread_mutex_lock(&client->lock);
     client->shut_down = true;
+    pthread_cond_broadcast(&client->wake);
     pthread_mutex_unlock(&client->lock);
     if (abandoned > 0)
         ml_log(&client->config.logger, NULL, MONLIGHT_LOG_WARNING,
@@ -546,6 +551,8 @@ static void hook_child_after_fork(ml_client *base)
     client->queued = 0;
     client->in_flight = 0;
     client->thread_running = false;
+    /* A shutdown that was running in the parent does not run here. */
+    client->shut_down = client->shut_down || client->stopping;
     atomic_store(&client->delivered, 0);
     atomic_store(&client->dropped, 0);
     atomic_store(&client->retried, 0);

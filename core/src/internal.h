@@ -303,11 +303,31 @@ typedef struct ml_entry {
     uint32_t series;
 } ml_entry;
 
-/* The JSON text shared by every metric of one name, type and label set. */
+/* What identifies a series, as the application passed it. */
+typedef struct ml_series_key {
+    uint64_t hash; /* of type, name and label text */
+    monlight_metric_type type;
+    const char *name;
+    size_t name_length;
+    const char *labels_json; /* compact JSON object text, or empty */
+    size_t labels_length;
+} ml_series_key;
+
+/*
+ * The JSON text shared by every metric of one name, type and label set:
+ * {"name":"...","type":"...","labels":{...} without the closing brace.
+ * The label text is its last labels_length bytes, and when the name needed
+ * no escaping (name_plain) it follows {"name":" verbatim, so a lookup can
+ * compare the application's bytes without writing the text again.
+ */
 typedef struct ml_series {
     uint64_t hash;
     uint32_t offset; /* of the text in the batch's arena */
     uint32_t length;
+    uint32_t name_length;
+    uint32_t labels_length;
+    uint8_t type;
+    bool name_plain;
 } ml_series;
 
 /*
@@ -338,10 +358,14 @@ void ml_batch_free(ml_batch *batch);
 /* Worst-case bytes one metric of a series adds to a batch body. */
 size_t ml_entry_body_size(size_t series_length, size_t project_part);
 
-/* Finds or adds the series with this hash and text; returns its index, or
- * UINT32_MAX when memory is exhausted. */
-uint32_t ml_batch_series(ml_batch *batch, uint64_t hash, const char *text,
-                         size_t length);
+/* Returns the index of the key's series in the batch, or UINT32_MAX when
+ * it has none (or when its name needed escaping: see ml_series). */
+uint32_t ml_batch_find(const ml_batch *batch, const ml_series_key *key);
+
+/* Finds or adds the series of this key, whose text is given; returns its
+ * index, or UINT32_MAX when memory is exhausted. */
+uint32_t ml_batch_series(ml_batch *batch, const ml_series_key *key,
+                         const char *text, size_t length);
 
 /* Appends an entry; false when memory is exhausted. */
 bool ml_batch_append(ml_batch *batch, uint32_t series, double value,
@@ -359,8 +383,9 @@ bool ml_metrics_client_check_batches(monlight_metrics_client *client,
                                                    size_t length,
                                                    size_t count));
 
-/* 64-bit FNV-1a, continued from seed (use ML_HASH_SEED to start). */
-#define ML_HASH_SEED 0xcbf29ce484222325ull
+/* A 64-bit hash for hash tables, eight bytes per step, continued from
+ * seed (ML_HASH_SEED to start). Not for anything an attacker could use. */
+#define ML_HASH_SEED 0x9E3779B97F4A7C15ull
 uint64_t ml_hash(uint64_t seed, const void *data, size_t length);
 
 /* ------------------------------------------------------------------ */

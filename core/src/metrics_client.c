@@ -38,6 +38,7 @@ struct monlight_metrics_client {
     ml_transport *transport;
     ml_log_limiter limiter;
     char *project_part; /* ,"project":"..." or "" */
+    size_t project_part_length;
     uint32_t batch_limit; /* metrics per batch: 1000, or max_buffered */
 
     pthread_mutex_t lock; /* guards every field below */
@@ -57,6 +58,7 @@ struct monlight_metrics_client {
     bool started;       /* start() was called: a thread should run */
     bool thread_running;
     bool stopping;
+    bool shutting_down; /* a shutdown has begun; shut_down when it ends */
     bool shut_down;
     bool flush_requested;
     double next_flush;
@@ -308,123 +310,196 @@ static monlight_status refuse(monlight_metrics_client *client,
     return MONLIGHT_INVALID_ARGUMENT;
 }
 
+/* Hashes what identifies a series: its type, name and label text. */
+static uint64_t series_key_hash(monlight_metric_type type, const char *name,
+                                size_t name_length, const char *labels_json,
+                                size_t labels_length)
+{
+    uint64_t hash = ml_hash(ML_HASH_SEED ^ (uint64_t)type, name, name_length);
+    return ml_hash(hash, labels_json, labels_length);
+}
+
+/*
+ * Adds a series to a batch: writes its text, and on the way checks that
+ * one metric of it fits in a batch body at all. Returns the index, or
+ * UINT32_MAX with *reason set.
+ */
+static uint32_t add_series_locked(monlight_metrics_client *client,
+                                  ml_batch *batch, const ml_series_key *key,
+                                  const char **reason)
+{
+    char storage[512];
+    ml_buf text;
+    ml_buf_init_with(&text, storage, sizeof storage);
+    build_series_text(&text, key->name, key->name_length, type_name(key->type),
+                      key->labels_json, key->labels_length);
+
+    uint32_t index = UINT32_MAX;
+    if (text.failed)
+        *reason = "out of memory";
+    else if (ml_entry_body_size(text.length, client->project_part_length) + 2 >
+             ML_METRICS_BODY_MAX)
+        *reason = "labels make it larger than a 512 KiB batch";
+    else if ((index = ml_batch_series(batch, key, text.data, text.length)) ==
+             UINT32_MAX)
+        *reason = "out of memory";
+    ml_buf_free(&text);
+    return index;
+}
+
+/* Returns the newest batch if it can take one more metric of `series_length`
+ * bytes of text, else a new batch appended to the queue (NULL when memory is
+ * exhausted). */
+static ml_batch *batch_with_room_locked(monlight_metrics_client *client,
+                                        size_t entry_size)
+{
+    ml_batch *batch = client->tail;
+    if (batch && batch->count < client->batch_limit &&
+        batch->body_size + entry_size <= ML_METRICS_BODY_MAX)
+        return batch;
+
+    batch = ml_batch_new();
+    if (!batch)
+        return NULL;
+    if (client->tail)
+        client->tail->next = batch;
+    else
+        client->head = batch;
+    client->tail = batch;
+    return batch;
+}
+
+/*
+ * Appends one metric under the client lock. The usual case costs a hash
+ * table probe in the flush window and one in the newest batch, then a
+ * 24-byte append. A series seen for the first time in the window is
+ * checked (name UTF-8, label text) and counted by the cardinality guard;
+ * a series new to the batch has its text written once. Returns NULL on
+ * success or the reason the metric was rejected.
+ */
+static const char *append_locked(monlight_metrics_client *client,
+                                 ml_series_key *key, double value,
+                                 int64_t timestamp, bool labels_trusted,
+                                 deferred_warning *warning)
+{
+    if (!window_contains(client, key->hash)) {
+        if (!ml_utf8_valid(key->name, key->name_length))
+            return "name is not valid UTF-8";
+        if (!labels_trusted && key->labels_length > 0 &&
+            !ml_labels_json_valid(key->labels_json, key->labels_length))
+            return "labels are not the JSON text of an object of strings";
+
+        bool first_overflow;
+        uint64_t name_hash = ml_hash(ML_HASH_SEED, key->name, key->name_length);
+        window_verdict verdict = window_admit(client, key->hash, name_hash,
+                                              &first_overflow);
+        if (verdict == WINDOW_NO_MEMORY)
+            return "out of memory";
+        if (verdict == WINDOW_OVERFLOW) {
+            key->labels_json = OVERFLOW_LABELS;
+            key->labels_length = strlen(OVERFLOW_LABELS);
+            key->hash = series_key_hash(key->type, key->name, key->name_length,
+                                        key->labels_json, key->labels_length);
+            if (first_overflow) {
+                char shown[72];
+                describe_name(key->name, key->name_length, shown);
+                snprintf(warning->text, sizeof warning->text,
+                         "metric \"%s\" has more than %zu label sets in one "
+                         "flush window; further label sets are recorded as %s",
+                         shown, client->config.max_label_sets, OVERFLOW_LABELS);
+                warning->set = true;
+            }
+        }
+    }
+
+    const char *reason = NULL;
+    ml_batch *batch = client->tail;
+    uint32_t series = batch ? ml_batch_find(batch, key) : UINT32_MAX;
+    size_t entry_size = 0;
+    if (series != UINT32_MAX) {
+        entry_size = ml_entry_body_size(batch->series[series].length,
+                                        client->project_part_length);
+        if (batch->count >= client->batch_limit ||
+            batch->body_size + entry_size > ML_METRICS_BODY_MAX)
+            series = UINT32_MAX; /* full: the series goes into a new batch */
+    }
+    if (series == UINT32_MAX) {
+        /* The text is written into the newest batch, or into a new one if
+         * the newest cannot take it. */
+        ml_batch *scratch_target = batch_with_room_locked(client, 0);
+        if (!scratch_target)
+            return "out of memory";
+        series = add_series_locked(client, scratch_target, key, &reason);
+        if (series == UINT32_MAX)
+            return reason;
+        batch = scratch_target;
+        entry_size = ml_entry_body_size(batch->series[series].length,
+                                        client->project_part_length);
+        if (batch->count >= client->batch_limit ||
+            batch->body_size + entry_size > ML_METRICS_BODY_MAX) {
+            batch = batch_with_room_locked(client, entry_size);
+            if (!batch)
+                return "out of memory";
+            series = add_series_locked(client, batch, key, &reason);
+            if (series == UINT32_MAX)
+                return reason;
+        }
+    }
+
+    if (!ml_batch_append(batch, series, value, timestamp, entry_size))
+        return "out of memory";
+    client->buffered++;
+    return NULL;
+}
+
 static monlight_status record(monlight_metrics_client *client,
                               monlight_metric_type type, const char *name,
                               size_t name_length, double value,
                               const char *labels_json, size_t labels_length,
                               bool labels_trusted)
 {
-    /* Validate: one bad metric is refused here, alone. */
+    /* Validate what costs nothing to check; one bad metric is rejected
+     * here, alone. */
     if (!client)
         return MONLIGHT_INVALID_ARGUMENT;
-    const char *type_text = type_name(type);
-    if (!type_text)
+    if (!type_name(type))
         return refuse(client, name, name_length, "unknown metric type");
     if (!name || name_length == 0)
         return refuse(client, "", 0, "name is empty");
     if (name_length > ML_METRIC_NAME_MAX)
-        return refuse(client, name, name_length,
-                      "name is over 200 bytes");
-    if (!ml_utf8_valid(name, name_length))
-        return refuse(client, name, name_length, "name is not valid UTF-8");
+        return refuse(client, name, name_length, "name is over 200 bytes");
     if (!isfinite(value))
         return refuse(client, name, name_length,
                       "value is not a finite number (NaN or infinity)");
     if (!labels_json)
         labels_length = 0;
 
-    /* Prepare the series text outside the lock. */
+    ml_series_key key = {
+        series_key_hash(type, name, name_length, labels_json, labels_length),
+        type, name, name_length, labels_json, labels_length,
+    };
     int64_t timestamp = ml_wall_seconds();
-    char storage[512];
-    ml_buf text;
-    ml_buf_init_with(&text, storage, sizeof storage);
-    build_series_text(&text, name, name_length, type_text, labels_json,
-                      labels_length);
-    uint64_t name_hash = ml_hash(ML_HASH_SEED, name, name_length);
-    uint64_t series_hash = ml_hash(ML_HASH_SEED, text.data, text.length);
-    size_t entry_size = ml_entry_body_size(text.length, strlen(client->project_part));
-    if (text.failed) {
-        ml_buf_free(&text);
-        return refuse(client, name, name_length, "out of memory");
-    }
-    if (entry_size + 2 > ML_METRICS_BODY_MAX) {
-        ml_buf_free(&text);
-        return refuse(client, name, name_length,
-                      "labels make it larger than a 512 KiB batch");
-    }
 
-    /* Act: admit, find the batch and the series, append. */
+    /* Act under the lock; log only after releasing it, since the log
+     * callback may wait for an interpreter lock. */
     deferred_warning warning = {.set = false};
+    const char *reason = NULL;
     monlight_status status = MONLIGHT_OK;
     pthread_mutex_lock(&client->lock);
-
     if (client->shut_down) {
         status = MONLIGHT_SHUT_DOWN;
         snprintf(client->last_error, sizeof client->last_error,
                  "metric not recorded: the client is shut down");
-        goto unlock;
-    }
-    if (client->started && !client->thread_running)
-        start_thread_locked(client); /* first record in a forked child */
-
-    /* Label text from a binding is checked the first time its series is
-     * seen in a window; after that the series' hash vouches for it. */
-    if (!labels_trusted && labels_length > 0 &&
-        !window_contains(client, series_hash) &&
-        !ml_labels_json_valid(labels_json, labels_length)) {
-        status = MONLIGHT_INVALID_ARGUMENT;
-        goto unlock;
-    }
-    bool first_overflow;
-    window_verdict verdict = window_admit(client, series_hash, name_hash,
-                                          &first_overflow);
-    if (verdict == WINDOW_NO_MEMORY) {
-        status = MONLIGHT_NO_MEMORY;
-        goto unlock;
-    }
-    if (verdict == WINDOW_OVERFLOW) {
-        ml_buf_clear(&text);
-        build_series_text(&text, name, name_length, type_text, OVERFLOW_LABELS,
-                          strlen(OVERFLOW_LABELS));
-        series_hash = ml_hash(ML_HASH_SEED, text.data, text.length);
-        entry_size = ml_entry_body_size(text.length, strlen(client->project_part));
-        if (first_overflow) {
-            char shown[72];
-            describe_name(name, name_length, shown);
-            snprintf(warning.text, sizeof warning.text,
-                     "metric \"%s\" has more than %zu label sets in one flush "
-                     "window; further label sets are recorded as %s",
-                     shown, client->config.max_label_sets, OVERFLOW_LABELS);
-            warning.set = true;
-        }
+    } else {
+        if (client->started && !client->thread_running)
+            start_thread_locked(client); /* first record in a forked child */
+        reason = append_locked(client, &key, value, timestamp, labels_trusted,
+                               &warning);
     }
 
-    ml_batch *batch = client->tail;
-    if (!batch || batch->count >= client->batch_limit ||
-        batch->body_size + entry_size > ML_METRICS_BODY_MAX) {
-        batch = ml_batch_new();
-        if (!batch) {
-            status = MONLIGHT_NO_MEMORY;
-            goto unlock;
-        }
-        if (client->tail)
-            client->tail->next = batch;
-        else
-            client->head = batch;
-        client->tail = batch;
-    }
-
-    uint32_t series = ml_batch_series(batch, series_hash, text.data, text.length);
-    if (series == UINT32_MAX ||
-        !ml_batch_append(batch, series, value, timestamp, entry_size)) {
-        status = MONLIGHT_NO_MEMORY;
-        goto unlock;
-    }
-    client->buffered++;
-
-    /* Publish: keep memory bounded, and wake the sender early when the
-     * queue is half full so that the cap is rarely reached. */
-    size_t dropped = enforce_cap_locked(client);
+    /* Keep memory bounded, and wake the sender early when the queue is
+     * half full so that the cap is rarely reached. */
+    size_t dropped = reason || status != MONLIGHT_OK ? 0 : enforce_cap_locked(client);
     if (dropped && !warning.set) {
         snprintf(warning.text, sizeof warning.text,
                  "metrics buffer over max_buffered (%zu); dropped the %zu "
@@ -432,24 +507,24 @@ static monlight_status record(monlight_metrics_client *client,
                  client->config.max_buffered, dropped);
         warning.set = true;
     }
-    if (client->thread_running && client->buffered >= client->config.max_buffered / 2 &&
+    if (client->thread_running &&
+        client->buffered >= client->config.max_buffered / 2 &&
         !client->flush_requested) {
         client->flush_requested = true;
         pthread_cond_signal(&client->wake);
     }
-
-unlock:
     pthread_mutex_unlock(&client->lock);
-    ml_buf_free(&text);
+
     if (warning.set)
         ml_log(&client->config.logger, &client->limiter, MONLIGHT_LOG_WARNING,
                "%s", warning.text);
-    if (status == MONLIGHT_NO_MEMORY)
-        return refuse(client, name, name_length, "out of memory");
-    if (status == MONLIGHT_INVALID_ARGUMENT)
-        return refuse(client, name, name_length,
-                      "labels are not the JSON text of an object of strings");
-    return status;
+    if (status == MONLIGHT_SHUT_DOWN) {
+        atomic_fetch_add(&client->dropped, 1);
+        return status;
+    }
+    if (reason)
+        return refuse(client, name, name_length, reason);
+    return MONLIGHT_OK;
 }
 
 monlight_status monlight_metrics_client_record_json(
@@ -894,12 +969,17 @@ static monlight_status shutdown_until(monlight_metrics_client *client,
                                       double deadline)
 {
     pthread_mutex_lock(&client->lock);
-    if (client->shut_down) {
+    if (client->shutting_down) {
+        /* Another thread is shutting down: wait for it to finish, so that
+         * every caller returns after the final delivery. */
+        while (!client->shut_down)
+            pthread_cond_wait(&client->wake, &client->lock);
         pthread_mutex_unlock(&client->lock);
         return MONLIGHT_OK;
     }
-    /* The flag is set only after the final flush has taken the queue,
-     * but record() must stop adding now: stopping does that. */
+    /* Records keep arriving until shut_down is set at the end; the final
+     * flush sends them, and any later than that are dropped and counted. */
+    client->shutting_down = true;
     client->stopping = true;
     bool joined_needed = client->thread_running;
     atomic_store(&client->transport->abort_at, deadline);
@@ -921,6 +1001,7 @@ static monlight_status shutdown_until(monlight_metrics_client *client,
     client->shut_down = true;
     ml_batch *late = take_batches_locked(client, false, 0);
     client->in_flight -= batch_list_count(late);
+    pthread_cond_broadcast(&client->wake);
     pthread_mutex_unlock(&client->lock);
     size_t late_count = batch_list_count(late);
     if (late_count)
@@ -1030,6 +1111,8 @@ static void hook_child_after_fork(ml_client *base)
     client->thread_running = false;
     client->stopping = false;
     client->flush_requested = false;
+    /* A shutdown that was running in the parent does not run here. */
+    client->shut_down = client->shut_down || client->shutting_down;
     atomic_store(&client->delivered, 0);
     atomic_store(&client->dropped, 0);
     atomic_store(&client->retried, 0);
@@ -1092,6 +1175,7 @@ monlight_status monlight_metrics_client_new(monlight_options *options,
         ml_buf_free(&repaired);
     }
     client->project_part = strdup(ml_buf_cstr(&project_part));
+    client->project_part_length = project_part.length;
     ml_buf_free(&project_part);
 
     client->transport = ml_curl_transport_new(&client->config);

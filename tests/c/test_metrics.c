@@ -13,6 +13,7 @@
 #include "support.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -372,6 +373,45 @@ static void wrong_key_fails_with_quoted_answer(void **state)
     assert_int_equal(receiver_count_events(&f->receiver, "rejected"), 1);
 }
 
+static void *shut_down_client(void *argument)
+{
+    monlight_metrics_client_shutdown(argument);
+    return NULL;
+}
+
+static void concurrent_shutdowns_both_return(void **state)
+{
+    fixture *f = *state;
+    monlight_metrics_client_start(f->client);
+    for (int i = 0; i < 100; i++)
+        monlight_counter(f->client, "before_shutdown", 1, NULL, 0);
+
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&threads[i], NULL, shut_down_client, f->client);
+    for (int i = 0; i < 4; i++)
+        pthread_join(threads[i], NULL);
+
+    /* Every caller returned after the delivery, not before it. */
+    assert_int_equal(monlight_metrics_client_stat(f->client, MONLIGHT_STAT_DELIVERED), 100);
+    assert_int_equal(monlight_counter(f->client, "late", 1, NULL, 0), MONLIGHT_SHUT_DOWN);
+    assert_int_equal(monlight_metrics_client_stat(f->client, MONLIGHT_STAT_DROPPED), 1);
+}
+
+static void escaped_names_share_a_series(void **state)
+{
+    fixture *f = *state;
+    const char *name = "odd \"name\"\\path";
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(monlight_counter(f->client, name, 1, NULL, 0), MONLIGHT_OK);
+    assert_int_equal(monlight_metrics_client_flush(f->client), MONLIGHT_OK);
+    cJSON *metrics = receiver_metrics(&f->receiver);
+    assert_int_equal(cJSON_GetArraySize(metrics), 3);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(metrics, 2), "name")->valuestring,
+                        name);
+    cJSON_Delete(metrics);
+}
+
 #define TEST(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -390,6 +430,8 @@ int main(void)
         TEST(start_flushes_on_interval),
         TEST(shutdown_delivers_buffered),
         TEST(wrong_key_fails_with_quoted_answer),
+        TEST(concurrent_shutdowns_both_return),
+        TEST(escaped_names_share_a_series),
     };
     return cmocka_run_group_tests(tests, start_receiver, stop_receiver);
 }
