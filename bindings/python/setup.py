@@ -12,7 +12,7 @@ import filecmp
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 HERE = Path(__file__).resolve().parent
 REPOSITORY_CORE = HERE.parent.parent / "core"
@@ -40,6 +40,16 @@ def sync_engine_sources() -> None:
 
 sync_engine_sources()
 
+# The record call, compiled as a plain CPython extension so that it holds
+# the GIL (see monlight/_fastpath.c); everything else goes through cffi.
+FASTPATH = Extension(
+    "monlight._fastpath",
+    sources=["monlight/_fastpath.c"],
+    py_limited_api=True,  # the source defines Py_LIMITED_API for 3.10
+    extra_compile_args=["-std=c11"],
+)
+
 setup(
     cffi_modules=["monlight/_build_native.py:ffibuilder"],
+    ext_modules=[FASTPATH],
 )

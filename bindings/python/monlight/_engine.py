@@ -9,7 +9,9 @@ and through the helpers here.
 
 Every call into ``lib`` releases the GIL for its duration (cffi does that
 for each C call), so the engine's background threads can run the
-callbacks below while an application thread waits in the engine.
+callbacks below while an application thread waits in the engine. The one
+exception is the metrics record call, which goes through
+``monlight._fastpath`` with the GIL held because it never waits.
 """
 
 from __future__ import annotations
@@ -262,11 +264,12 @@ def attach_finalizer(owner: object, free: Callable[[Any], None], pointer: Any) -
 # Clients whose owner was collected on one of the engine's own threads.
 _deferred_frees: list[tuple[Callable[[Any], None], Any]] = []
 
-# NOTE: the engine's monlight_metrics_client_shutdown() hangs when two
-# threads call it at once (both join the flush thread), so every shutdown,
-# free and shutdown_all of this package runs under this lock. It is
-# reentrant because a garbage collection inside a locked section may free
-# a client on the same thread.
+# Every shutdown, free and shutdown_all of this package runs under this
+# lock, one at a time, so that frees deferred from the engine's threads
+# never overlap the exit hook's shutdown_all. (The engine itself lets a
+# second shutdown of one client wait for the first.) It is reentrant
+# because a garbage collection inside a locked section may free a client
+# on the same thread.
 _shutdown_lock = threading.RLock()
 
 

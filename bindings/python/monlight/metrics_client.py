@@ -31,6 +31,19 @@ _TYPE_NAMES = {_COUNTER: "counter", _HISTOGRAM: "histogram", _GAUGE: "gauge"}
 
 _record_json = lib.monlight_metrics_client_record_json
 
+# The record call that holds the GIL (monlight/_fastpath.c), given the
+# engine function's address. Without the compiled module, every record
+# takes the cffi path below.
+try:
+    from monlight import _fastpath
+
+    _fast_record = _fastpath.record
+    _RECORD_JSON_ADDRESS = int(_engine.ffi.cast("uintptr_t", _engine.ffi.addressof(
+        lib, "monlight_metrics_client_record_json")))
+except ImportError:  # pragma: no cover - the package always builds it
+    _fast_record = None
+    _RECORD_JSON_ADDRESS = 0
+
 # The engine escapes DEL in JSON strings but Python's encoder does not, so
 # it is escaped here. The label text is then byte for byte what the engine
 # writes for the same labels.
@@ -161,6 +174,7 @@ class MetricsClient:
         options.set_number(lib.MONLIGHT_OPT_FLUSH_INTERVAL, "flush_interval", flush_interval)
         options.set_number(lib.MONLIGHT_OPT_TIMEOUT, "timeout", timeout)
         self._client = options.create(lib.monlight_metrics_client_new, "monlight_metrics_client")
+        self._address = int(_engine.ffi.cast("uintptr_t", self._client))
         self._finalizer = _engine.attach_finalizer(self, lib.monlight_metrics_client_free, self._client)
 
     def __repr__(self) -> str:
@@ -170,9 +184,10 @@ class MetricsClient:
     #
     # The three record methods repeat the same few lines instead of calling
     # a shared helper: one Python call less is a measurable part of a
-    # record's cost. Anything unusual (a new name, labels that are not all
-    # strings, a value that is not a number) raises inside the try block
-    # and takes _record_slowly, which converts, validates and logs.
+    # record's cost. The compiled fast path handles a str name, a number
+    # and a dict of str to str; anything else (or a missing fast path)
+    # returns -1 or raises, and takes _record_slowly, which converts,
+    # validates, logs, and records through cffi.
 
     def counter(self, name: str, labels: Optional[dict[str, str]] = None, value: float = 1) -> None:
         """Record a counter increment (the collector sums them).
@@ -184,14 +199,14 @@ class MetricsClient:
             value: The increment; any finite number.
         """
         try:
-            name_bytes, name_length = _names[name]
-            labels_bytes, labels_length = _labels[tuple(labels.items())] if labels else (b"", 0)
-            status = _record_json(self._client, _COUNTER, name_bytes, name_length, value,
-                                  labels_bytes, labels_length)
+            status = _fast_record(_RECORD_JSON_ADDRESS, self._address, _COUNTER, name, value, labels)
         except Exception:
-            status = self._record_slowly(_COUNTER, name, value, labels)
+            status = -1
         if status:
-            self._report_status(status, name)
+            if status < 0:
+                status = self._record_slowly(_COUNTER, name, value, labels)
+            if status:
+                self._report_status(status, name)
 
     def histogram(self, name: str, value: float, labels: Optional[dict[str, str]] = None) -> None:
         """Record one observation of a distribution, such as a duration in seconds.
@@ -202,14 +217,14 @@ class MetricsClient:
             labels: Label names and values, sent in the order given.
         """
         try:
-            name_bytes, name_length = _names[name]
-            labels_bytes, labels_length = _labels[tuple(labels.items())] if labels else (b"", 0)
-            status = _record_json(self._client, _HISTOGRAM, name_bytes, name_length, value,
-                                  labels_bytes, labels_length)
+            status = _fast_record(_RECORD_JSON_ADDRESS, self._address, _HISTOGRAM, name, value, labels)
         except Exception:
-            status = self._record_slowly(_HISTOGRAM, name, value, labels)
+            status = -1
         if status:
-            self._report_status(status, name)
+            if status < 0:
+                status = self._record_slowly(_HISTOGRAM, name, value, labels)
+            if status:
+                self._report_status(status, name)
 
     def gauge(self, name: str, value: float, labels: Optional[dict[str, str]] = None) -> None:
         """Record the current value of something that goes up and down.
@@ -220,14 +235,14 @@ class MetricsClient:
             labels: Label names and values, sent in the order given.
         """
         try:
-            name_bytes, name_length = _names[name]
-            labels_bytes, labels_length = _labels[tuple(labels.items())] if labels else (b"", 0)
-            status = _record_json(self._client, _GAUGE, name_bytes, name_length, value,
-                                  labels_bytes, labels_length)
+            status = _fast_record(_RECORD_JSON_ADDRESS, self._address, _GAUGE, name, value, labels)
         except Exception:
-            status = self._record_slowly(_GAUGE, name, value, labels)
+            status = -1
         if status:
-            self._report_status(status, name)
+            if status < 0:
+                status = self._record_slowly(_GAUGE, name, value, labels)
+            if status:
+                self._report_status(status, name)
 
     def _record_slowly(self, metric_type: int, name: Any, value: Any, labels: Any) -> int:
         """Record a metric that the fast path could not: convert, validate, warn. Never raises."""

@@ -93,6 +93,27 @@ def test_label_text_escaped(receiver, make_metrics_client) -> None:
     assert metric["labels"] == {"path": 'a"b\\c\n\x01\x7f', "lang": "Ελληνικά", "bad": "x\ufffd\ufffd\ufffdy"}
 
 
+@pytest.mark.parametrize("labels", [
+    {"method": "GET", "endpoint": "/users/{id}", "status": "200"},
+    {"path": 'a"b\\c\n\r\t\b\f\x01\x1f\x7f', "lang": "Ελληνικά", "emoji": "\U0001f600"},
+    {"": ""},
+])
+def test_fast_path_writes_general_path_text(labels) -> None:
+    # Both paths must write the same bytes, or one label set would become
+    # two series on the collector depending on which path recorded it.
+    from monlight import _fastpath
+
+    assert _fastpath.labels_json(labels) == metrics_module._labels_json(labels)[0]
+
+
+def test_fast_path_declines_unusual_input() -> None:
+    from monlight import _fastpath
+
+    assert _fastpath.labels_json({"status": 200}) is None
+    assert _fastpath.labels_json({"bad": "x\udcffy"}) is None
+    assert _fastpath.labels_json({"big": "x" * 5000}) is None
+
+
 def test_no_labels_sends_none(receiver, make_metrics_client) -> None:
     client = make_metrics_client()
 
