@@ -7,12 +7,13 @@ set -eu
 
 cd "$(dirname "$0")/.."
 
-# Build tools and the engine's libraries; Lua, Ruby and nginx for the
-# bindings; clang for the fuzzer; abigail-tools for the ABI check. LuaJIT
+# Build tools and the engine's libraries (and the curl command, which the
+# demo and test scripts use); Lua, Ruby and nginx for the bindings; clang
+# for the fuzzer; abigail-tools for the ABI check. LuaJIT
 # comes as OpenResty's fork (luajit2) because Debian's nginx Lua module
 # needs it and it conflicts with the plain luajit package.
 PACKAGES="
-build-essential cmake ninja-build pkg-config git
+build-essential cmake ninja-build pkg-config git curl
 libcurl4-openssl-dev libcjson-dev libcmocka-dev
 python3 python3-venv python3-dev
 lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua5.4 liblua5.4-dev luarocks

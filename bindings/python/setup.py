@@ -45,6 +45,7 @@ sync_engine_sources()
 FASTPATH = Extension(
     "monlight._fastpath",
     sources=["monlight/_fastpath.c"],
+    depends=["setup.py"],
     py_limited_api=True,  # the source defines Py_LIMITED_API for 3.10
     extra_compile_args=["-std=c11"],
 )

@@ -11,6 +11,7 @@ once, and reuses them from two bounded caches.
 from __future__ import annotations
 
 import logging
+import threading
 from json.encoder import encode_basestring  # the C-accelerated string encoder of json.dumps
 from typing import Any, Mapping, Optional
 
@@ -115,6 +116,23 @@ def _labels_json(labels: Any) -> tuple[bytes, int]:
     return _labels[items]
 
 
+def _describe(value: Any) -> str:
+    """Return repr(value) for a warning, shortened, or a placeholder when repr() itself fails."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - an object's own __repr__ may raise anything
+        return f"<unprintable {type(value).__name__} object>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _message_of(error: BaseException) -> str:
+    """Return str(error), or its type name when str() itself fails."""
+    try:
+        return str(error)
+    except Exception:  # noqa: BLE001 - an exception's own __str__ may raise anything
+        return f"{type(error).__name__} (its message could not be read)"
+
+
 def _metric_value(value: Any) -> float:
     """Convert a metric value to float; raise TypeError or ValueError for a non-number."""
     if isinstance(value, (str, bytes, bytearray)):
@@ -165,6 +183,8 @@ class MetricsClient:
         self.timeout = timeout
         self.project = project
         self._warned_shut_down = False
+        self._dropped_lock = threading.Lock()
+        self._dropped_here = 0
 
         options = _engine.Options("MetricsClient", logger)
         options.set_string(lib.MONLIGHT_OPT_BASE_URL, "base_url", base_url)
@@ -253,15 +273,24 @@ class MetricsClient:
             name_bytes, name_length = _names[name]
             number = _metric_value(value)
             labels_bytes, labels_length = _labels_json(labels) if labels else (b"", 0)
-        except (TypeError, ValueError, OverflowError) as exc:
-            logger.warning("%s %r dropped: %s", type_name, name, exc)
+        except Exception as exc:  # noqa: BLE001 - a label's own __str__ may raise anything
+            self._count_dropped()
+            logger.warning("%s %s dropped: %s", type_name, _describe(name), _message_of(exc))
             return _engine.OK
         try:
             return _record_json(self._client, metric_type, name_bytes, name_length, number,
                                 labels_bytes, labels_length)
         except Exception:
-            logger.warning("%s %r dropped: the engine call failed", type_name, name, exc_info=True)
+            self._count_dropped()
+            logger.warning("%s %s dropped: the engine call failed", type_name, _describe(name),
+                           exc_info=True)
             return _engine.OK
+
+    def _count_dropped(self) -> None:
+        # Metrics rejected here never reach the engine, whose counter
+        # stats() adds this one to.
+        with self._dropped_lock:
+            self._dropped_here += 1
 
     def _report_status(self, status: int, name: Any) -> None:
         # The engine has already logged rejected metrics; only a record
@@ -313,7 +342,7 @@ class MetricsClient:
         client = self._client
         return {
             "delivered": int(stat(client, lib.MONLIGHT_STAT_DELIVERED)),
-            "dropped": int(stat(client, lib.MONLIGHT_STAT_DROPPED)),
+            "dropped": int(stat(client, lib.MONLIGHT_STAT_DROPPED)) + self._dropped_here,
             "retried": int(stat(client, lib.MONLIGHT_STAT_RETRIED)),
             "failed": int(stat(client, lib.MONLIGHT_STAT_FAILED)),
             "pending": int(stat(client, lib.MONLIGHT_STAT_PENDING)),

@@ -443,9 +443,17 @@ def test_setup_error_tracking_only(app, receiver) -> None:
     assert clients["metrics_client"] is None
 
 
-def test_setup_invalid_url_raises(app) -> None:
-    with pytest.raises(ValueError, match=r'MetricsClient: invalid base_url "metrics:5012"'):
-        setup_monlight(app, metrics_collector_url="metrics:5012", api_key="key")
+def test_setup_invalid_config_logs_and_disables(app, receiver, monlight_log) -> None:
+    monlight_log.expect(r'monlight metrics collection disabled: MetricsClient: invalid base_url')
+    monlight_log.expect(r"monlight error tracking disabled: ErrorClient: invalid api_key")
+
+    clients = setup_monlight(app, metrics_collector_url="metrics:5012", api_key="key")
+    assert clients == {"error_client": None, "metrics_client": None}
+
+    # An unset key variable must not stop the application from starting.
+    clients = setup_monlight(app, error_tracker_url=receiver.url, api_key="")
+    assert clients["error_client"] is None
+    assert monlight_log.matching(r"disabled") != []
 
 
 def test_setup_end_to_end(app, receiver, monlight_log) -> None:

@@ -225,6 +225,27 @@ def test_bad_labels_warn(receiver, make_metrics_client, monlight_log) -> None:
     assert [metric["labels"] for metric in receiver.metrics()] == [{"unhashable": "['x']"}]
 
 
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("str fails")
+
+    __repr__ = __str__
+
+
+def test_unprintable_label_dropped_and_counted(receiver, make_metrics_client, monlight_log) -> None:
+    monlight_log.expect(r"counter 'x' dropped: str fails")
+    monlight_log.expect(r"counter 'x' dropped: str fails")
+    client = make_metrics_client()
+
+    client.counter("x", labels={"a": _Unprintable()})
+    client.counter("x", labels={_Unprintable(): "a"})
+    client.counter("x", labels={"a": "fine"})
+    client.flush()
+
+    assert [metric["labels"] for metric in receiver.metrics()] == [{"a": "fine"}]
+    assert client.stats()["dropped"] == 2
+
+
 def test_empty_name_rejected(receiver, make_metrics_client, monlight_log) -> None:
     monlight_log.expect(r'metric "" rejected: name is empty')
     client = make_metrics_client()

@@ -304,22 +304,34 @@ def setup_monlight(
     Returns:
         ``{"error_client": ErrorClient | None, "metrics_client": MetricsClient | None}``.
 
-    Raises:
-        ValueError: a URL or the API key is invalid (see ErrorClient).
+    A URL or an API key that the clients reject (see ErrorClient) does not
+    stop the application from starting: the error is logged on the
+    ``monlight.integrations.fastapi`` logger and that part stays off, its
+    entry None.
     """
     result: MonlightClients = {"error_client": None, "metrics_client": None}
 
     if error_tracker_url:
-        error_client = ErrorClient(base_url=error_tracker_url, api_key=api_key, project=project,
-                                   environment=environment)
+        try:
+            error_client = ErrorClient(base_url=error_tracker_url, api_key=api_key,
+                                       project=project, environment=environment)
+        except ValueError as exc:
+            logger.error("monlight error tracking disabled: %s", exc)
+            error_tracker_url = None
+    if error_tracker_url:
         app.state.monlight_error_client = error_client
         app.add_exception_handler(Exception, MonlightExceptionHandler)
         result["error_client"] = error_client
         logger.info("monlight error tracking enabled: %s", error_client.base_url)
 
     if metrics_collector_url:
-        metrics_client = MetricsClient(base_url=metrics_collector_url, api_key=api_key,
-                                       flush_interval=flush_interval, project=project)
+        try:
+            metrics_client = MetricsClient(base_url=metrics_collector_url, api_key=api_key,
+                                           flush_interval=flush_interval, project=project)
+        except ValueError as exc:
+            logger.error("monlight metrics collection disabled: %s", exc)
+            metrics_collector_url = None
+    if metrics_collector_url:
         app.add_middleware(MonlightMiddleware, metrics_client=metrics_client)
         metrics_client.start()
         _shut_down_with_lifespan(app, metrics_client)
