@@ -8,6 +8,7 @@
  */
 #include "internal.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -143,7 +144,14 @@ static monlight_options *make_options(const settings *config, const char *url,
                                          strlen(config->environment)) ==
              MONLIGHT_OK;
     if (!ok) {
-        fprintf(stderr, "monlight: %s\n", monlight_options_last_error(options));
+        const char *reason = monlight_options_last_error(options);
+        bool url_problem = strstr(reason, "base_url") != NULL;
+        bool errors = strcmp(url_variable, "MONLIGHT_ERROR_URL") == 0;
+        if (url_problem)
+            fprintf(stderr, "monlight: %s (from %s or %s)\n", reason, url_variable,
+                    errors ? "--error-url" : "--metrics-url");
+        else
+            fprintf(stderr, "monlight: %s\n", reason);
         monlight_options_free(options);
         return NULL;
     }
@@ -195,6 +203,13 @@ static int command_error(const settings *config, int argc, char **argv)
     }
     if (!type)
         return usage_error("error: --type is required%s", "");
+    if (extra) {
+        cJSON *parsed = cJSON_Parse(extra);
+        bool is_object = cJSON_IsObject(parsed);
+        cJSON_Delete(parsed);
+        if (!is_object)
+            return usage_error("error: invalid --extra '%s': expected a JSON object", extra);
+    }
     if (!message)
         return usage_error("error: --message is required%s", "");
 
@@ -284,6 +299,8 @@ static int command_metric(const settings *config, monlight_metric_type type,
                 return usage_error("metric: more than 64 labels%s", "");
             labels[label_count++] = (monlight_label){
                 pair, (size_t)(equals - pair), equals + 1, strlen(equals + 1)};
+        } else if (argv[i][0] == '-' && argv[i][1] == '-') {
+            return usage_error("metric: unknown option '%s'", argv[i]);
         } else if (!name) {
             name = argv[i];
         } else if (!value_text) {
@@ -332,8 +349,8 @@ static int command_metric(const settings *config, monlight_metric_type type,
     monlight_metrics_client_free(client);
 
     if (status != MONLIGHT_OK) {
-        fprintf(stderr, "monlight: metric not delivered: %s\n",
-                reason[0] ? reason : monlight_status_message(status));
+        fprintf(stderr, "monlight: metric not delivered to %s: %s\n",
+                config->metrics_url, reason[0] ? reason : monlight_status_message(status));
         return EXIT_NOT_DELIVERED;
     }
     return EXIT_SUCCESS;
@@ -466,7 +483,11 @@ int main(int argc, char **argv)
             }
             continue;
         }
-        if (!command && arg[0] != '-')
+        if (!command && arg[0] == '-') {
+            free(rest);
+            return usage_error("unknown option '%s'", arg);
+        }
+        if (!command)
             command = arg;
         else
             rest[rest_count++] = argv[i];
@@ -483,6 +504,8 @@ int main(int argc, char **argv)
         status = command_metric(&config, MONLIGHT_GAUGE, rest_count, rest);
     else if (strcmp(command, "histogram") == 0)
         status = command_metric(&config, MONLIGHT_HISTOGRAM, rest_count, rest);
+    else if (strcmp(command, "check") == 0 && rest_count > 0)
+        status = usage_error("check: unexpected argument '%s'", rest[0]);
     else if (strcmp(command, "check") == 0)
         status = command_check(&config);
     else

@@ -46,6 +46,7 @@ run_script_suite "c-fuzz" scripts/test-fuzz.sh
 run_script_suite "install" scripts/test-install.sh
 run_script_suite "abi" scripts/test-abi.sh
 run_suite "receiver" .venv/bin/python -m pytest -q tests/receiver
+run_suite "cli" .venv/bin/python -m pytest -q tests/cli
 run_script_suite "python" bindings/python/run-tests.sh
 run_script_suite "lua" bindings/lua/run-tests.sh
 run_script_suite "ruby" bindings/ruby/run-tests.sh
