@@ -47,6 +47,7 @@ build = {
          sources = {
             "core/src/batch.c",
             "core/src/buffer.c",
+            "core/src/client_core.c",
             "core/src/clock.c",
             "core/src/error_client.c",
             "core/src/json.c",

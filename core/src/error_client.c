@@ -27,13 +27,9 @@ typedef struct queued_report {
 } queued_report;
 
 struct monlight_error_client {
-    ml_client base; /* first: the registry sees clients through it */
-    ml_config config;
-    ml_transport *transport;
-    ml_log_limiter limiter;
+    ml_client_core core; /* first: see ml_client_core */
 
-    pthread_mutex_t lock; /* guards every field below */
-    pthread_cond_t wake;  /* signals the background thread */
+    /* Guarded by core.lock. */
     queued_report *head;
     queued_report *tail;
     size_t queued;
@@ -42,28 +38,7 @@ struct monlight_error_client {
     bool stopping;
     bool shut_down;
     pthread_t thread;
-    char last_error[256];
-
-    _Atomic uint64_t delivered;
-    _Atomic uint64_t dropped;
-    _Atomic uint64_t retried;
-    _Atomic uint64_t failed;
 };
-
-static void set_last_error(monlight_error_client *client, const char *format, ...)
-    ML_PRINTF(2, 3);
-
-/* Stores the message that monlight_*_last_error() returns; the message is
- * cut at the buffer's size. */
-static void set_last_error(monlight_error_client *client, const char *format, ...)
-{
-    va_list args;
-    pthread_mutex_lock(&client->lock);
-    va_start(args, format);
-    vsnprintf(client->last_error, sizeof client->last_error, format, args);
-    va_end(args);
-    pthread_mutex_unlock(&client->lock);
-}
 
 static void finish(queued_report *item, monlight_status status)
 {
@@ -114,12 +89,12 @@ static monlight_status build_body(monlight_error_client *client,
     if (!report)
         return MONLIGHT_INVALID_ARGUMENT;
     monlight_status status =
-        ml_report_build(report, &client->config, ML_ERROR_BODY_MAX, body,
-                        &client->limiter);
+        ml_report_build(report, &client->core.config, ML_ERROR_BODY_MAX, body,
+                        &client->core.limiter);
     if (status != MONLIGHT_OK) {
         ml_buf_free(body);
-        set_last_error(client, "%s", "out of memory while building a report");
-        ml_log(&client->config.logger, NULL, MONLIGHT_LOG_WARNING,
+        ml_core_set_last_error(&client->core, "%s", "out of memory while building a report");
+        ml_log(&client->core.config.logger, NULL, MONLIGHT_LOG_WARNING,
                "error report: out of memory while building the report");
     }
     return status;
@@ -130,15 +105,15 @@ static monlight_status build_body(monlight_error_client *client,
 static void send_once(monlight_error_client *client, const char *body,
                       size_t length, ml_response *response)
 {
-    client->transport->ops->post(client->transport,
-                                 client->config.endpoint_url, body, length,
+    client->core.transport->ops->post(client->core.transport,
+                                 client->core.config.endpoint_url, body, length,
                                  response);
     if (response->status == MONLIGHT_OK) {
-        atomic_fetch_add(&client->delivered, 1);
+        atomic_fetch_add(&client->core.delivered, 1);
         return;
     }
-    set_last_error(client, "sending an error report to %s failed: %s",
-                   client->config.endpoint_url, response->detail);
+    ml_core_set_last_error(&client->core, "sending an error report to %s failed: %s",
+                   client->core.config.endpoint_url, response->detail);
 }
 
 /* ------------------------------------------------------------------ */
@@ -149,46 +124,46 @@ static void *delivery_thread(void *argument)
 {
     monlight_error_client *client = argument;
 
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     while (!client->stopping) {
         queued_report *item = client->head;
         if (!item) {
-            pthread_cond_wait(&client->wake, &client->lock);
+            pthread_cond_wait(&client->core.wake, &client->core.lock);
             continue;
         }
         double now = ml_monotonic_now();
         if (item->next_attempt > now) {
             struct timespec until;
             ml_deadline_to_timespec(item->next_attempt, &until);
-            pthread_cond_timedwait(&client->wake, &client->lock, &until);
+            pthread_cond_timedwait(&client->core.wake, &client->core.lock, &until);
             continue;
         }
 
         pop_front_locked(client);
         client->in_flight++;
-        pthread_mutex_unlock(&client->lock);
+        pthread_mutex_unlock(&client->core.lock);
 
         ml_response response;
         send_once(client, item->body, item->length, &response);
 
-        pthread_mutex_lock(&client->lock);
+        pthread_mutex_lock(&client->core.lock);
         client->in_flight--;
         if (response.status != MONLIGHT_OK && response.retryable &&
             !client->stopping) {
             item->attempts++;
             double delay = ml_backoff_delay(item->attempts,
-                                            client->config.retry_max_delay,
+                                            client->core.config.retry_max_delay,
                                             response.retry_after);
             item->next_attempt = ml_monotonic_now() + delay;
             push_front_locked(client, item);
-            atomic_fetch_add(&client->retried, 1);
-            pthread_mutex_unlock(&client->lock);
-            ml_log(&client->config.logger, &client->limiter,
+            atomic_fetch_add(&client->core.retried, 1);
+            pthread_mutex_unlock(&client->core.lock);
+            ml_log(&client->core.config.logger, &client->core.limiter,
                    MONLIGHT_LOG_WARNING,
                    "error report: sending to %s failed: %s; retrying in "
                    "%.1f s",
-                   client->config.endpoint_url, response.detail, delay);
-            pthread_mutex_lock(&client->lock);
+                   client->core.config.endpoint_url, response.detail, delay);
+            pthread_mutex_lock(&client->core.lock);
             continue;
         }
         if (response.status != MONLIGHT_OK && response.retryable) {
@@ -196,22 +171,22 @@ static void *delivery_thread(void *argument)
             push_front_locked(client, item);
             continue;
         }
-        pthread_mutex_unlock(&client->lock);
+        pthread_mutex_unlock(&client->core.lock);
 
         if (response.status != MONLIGHT_OK) {
             atomic_fetch_add(response.status == MONLIGHT_ABORTED
-                                 ? &client->dropped
-                                 : &client->failed,
+                                 ? &client->core.dropped
+                                 : &client->core.failed,
                              1);
-            ml_log(&client->config.logger, &client->limiter,
+            ml_log(&client->core.config.logger, &client->core.limiter,
                    MONLIGHT_LOG_WARNING,
                    "error report: sending to %s failed: %s; not retried",
-                   client->config.endpoint_url, response.detail);
+                   client->core.config.endpoint_url, response.detail);
         }
         finish(item, response.status);
-        pthread_mutex_lock(&client->lock);
+        pthread_mutex_lock(&client->core.lock);
     }
-    pthread_mutex_unlock(&client->lock);
+    pthread_mutex_unlock(&client->core.lock);
     return NULL;
 }
 
@@ -240,24 +215,24 @@ static monlight_status queue_item(monlight_error_client *client,
                                   queued_report **evicted)
 {
     *evicted = NULL;
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     if (client->shut_down || client->stopping) {
-        pthread_mutex_unlock(&client->lock);
+        pthread_mutex_unlock(&client->core.lock);
         return MONLIGHT_SHUT_DOWN;
     }
     if (!client->thread_running &&
         start_thread_locked(client) != MONLIGHT_OK) {
-        pthread_mutex_unlock(&client->lock);
+        pthread_mutex_unlock(&client->core.lock);
         return MONLIGHT_THREAD_FAILED;
     }
-    if (client->queued >= client->config.max_queued)
+    if (client->queued >= client->core.config.max_queued)
         *evicted = pop_front_locked(client);
     if (at_front)
         push_front_locked(client, item);
     else
         push_back_locked(client, item);
-    pthread_cond_signal(&client->wake);
-    pthread_mutex_unlock(&client->lock);
+    pthread_cond_signal(&client->core.wake);
+    pthread_mutex_unlock(&client->core.lock);
     return MONLIGHT_OK;
 }
 
@@ -265,11 +240,11 @@ static void finish_evicted(monlight_error_client *client, queued_report *evicted
 {
     if (!evicted)
         return;
-    atomic_fetch_add(&client->dropped, 1);
-    ml_log(&client->config.logger, &client->limiter, MONLIGHT_LOG_WARNING,
+    atomic_fetch_add(&client->core.dropped, 1);
+    ml_log(&client->core.config.logger, &client->core.limiter, MONLIGHT_LOG_WARNING,
            "error report queue is full (max_queued %zu); dropped the oldest "
            "report",
-           client->config.max_queued);
+           client->core.config.max_queued);
     finish(evicted, MONLIGHT_QUEUE_FULL);
 }
 
@@ -282,11 +257,11 @@ monlight_status monlight_error_client_send(monlight_error_client *client,
 {
     if (!client || !report)
         return MONLIGHT_INVALID_ARGUMENT;
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     bool closed = client->shut_down;
-    pthread_mutex_unlock(&client->lock);
+    pthread_mutex_unlock(&client->core.lock);
     if (closed) {
-        set_last_error(client, "%s", "report not sent: the client is shut down");
+        ml_core_set_last_error(&client->core, "%s", "report not sent: the client is shut down");
         return MONLIGHT_SHUT_DOWN;
     }
 
@@ -304,24 +279,24 @@ monlight_status monlight_error_client_send(monlight_error_client *client,
 
     /* Nothing reached the tracker: the background thread can try again
      * without any risk of storing the report twice. */
-    if (response.retryable && client->config.background_retry) {
+    if (response.retryable && client->core.config.background_retry) {
         queued_report *item = calloc(1, sizeof *item);
         if (item) {
             item->body = body.data;
             item->length = body.length;
             item->attempts = 1;
             item->next_attempt =
-                ml_monotonic_now() + ml_backoff_delay(1, client->config.retry_max_delay,
+                ml_monotonic_now() + ml_backoff_delay(1, client->core.config.retry_max_delay,
                                                       response.retry_after);
             queued_report *evicted;
             if (queue_item(client, item, false, &evicted) == MONLIGHT_OK) {
-                atomic_fetch_add(&client->retried, 1);
+                atomic_fetch_add(&client->core.retried, 1);
                 finish_evicted(client, evicted);
-                ml_log(&client->config.logger, &client->limiter,
+                ml_log(&client->core.config.logger, &client->core.limiter,
                        MONLIGHT_LOG_WARNING,
                        "error report: sending to %s failed: %s; retrying in "
                        "the background",
-                       client->config.endpoint_url, response.detail);
+                       client->core.config.endpoint_url, response.detail);
                 return MONLIGHT_RETRY_SCHEDULED;
             }
             free(item);
@@ -329,10 +304,10 @@ monlight_status monlight_error_client_send(monlight_error_client *client,
     }
 
     ml_buf_free(&body);
-    atomic_fetch_add(&client->failed, 1);
-    ml_log(&client->config.logger, &client->limiter, MONLIGHT_LOG_WARNING,
+    atomic_fetch_add(&client->core.failed, 1);
+    ml_log(&client->core.config.logger, &client->core.limiter, MONLIGHT_LOG_WARNING,
            "error report: sending to %s failed: %s",
-           client->config.endpoint_url, response.detail);
+           client->core.config.endpoint_url, response.detail);
     return response.status;
 }
 
@@ -367,19 +342,19 @@ monlight_status monlight_error_client_enqueue(monlight_error_client *client,
     if (status == MONLIGHT_SHUT_DOWN) {
         free(item->body);
         free(item);
-        set_last_error(client, "%s", "report not queued: the client is shut down");
+        ml_core_set_last_error(&client->core, "%s", "report not queued: the client is shut down");
         return status;
     }
 
     /* No thread could be started: deliver from this thread instead. */
-    set_last_error(client, "%s", "could not start the background thread");
-    ml_log(&client->config.logger, &client->limiter, MONLIGHT_LOG_WARNING,
+    ml_core_set_last_error(&client->core, "%s", "could not start the background thread");
+    ml_log(&client->core.config.logger, &client->core.limiter, MONLIGHT_LOG_WARNING,
            "error report: could not start the background thread; sending "
            "from the calling thread");
     ml_response response;
     send_once(client, item->body, item->length, &response);
     if (response.status != MONLIGHT_OK)
-        atomic_fetch_add(&client->failed, 1);
+        atomic_fetch_add(&client->core.failed, 1);
     finish(item, response.status);
     return response.status;
 }
@@ -392,44 +367,44 @@ monlight_status monlight_error_client_enqueue(monlight_error_client *client,
 static monlight_status shutdown_until(monlight_error_client *client,
                                       double deadline)
 {
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     if (client->stopping) {
         /* Another thread is shutting down: wait for it to finish, so that
          * every caller returns after the final delivery. */
         while (!client->shut_down)
-            pthread_cond_wait(&client->wake, &client->lock);
-        pthread_mutex_unlock(&client->lock);
+            pthread_cond_wait(&client->core.wake, &client->core.lock);
+        pthread_mutex_unlock(&client->core.lock);
         return MONLIGHT_OK;
     }
     client->stopping = true;
     bool join_needed = client->thread_running;
-    atomic_store(&client->transport->abort_at, deadline);
-    pthread_cond_broadcast(&client->wake);
-    pthread_mutex_unlock(&client->lock);
+    atomic_store(&client->core.transport->abort_at, deadline);
+    pthread_cond_broadcast(&client->core.wake);
+    pthread_mutex_unlock(&client->core.lock);
 
     if (join_needed)
         pthread_join(client->thread, NULL);
 
     size_t abandoned = 0;
     for (;;) {
-        pthread_mutex_lock(&client->lock);
+        pthread_mutex_lock(&client->core.lock);
         client->thread_running = false;
         queued_report *item = pop_front_locked(client);
-        pthread_mutex_unlock(&client->lock);
+        pthread_mutex_unlock(&client->core.lock);
         if (!item)
             break;
 
         double now = ml_monotonic_now();
-        if (client->config.exit_deadline <= 0 || now >= deadline) {
+        if (client->core.config.exit_deadline <= 0 || now >= deadline) {
             abandoned++;
-            atomic_fetch_add(&client->dropped, 1);
+            atomic_fetch_add(&client->core.dropped, 1);
             finish(item, MONLIGHT_ABORTED);
             continue;
         }
         if (item->next_attempt > now) {
             if (item->next_attempt >= deadline) {
                 abandoned++;
-                atomic_fetch_add(&client->dropped, 1);
+                atomic_fetch_add(&client->core.dropped, 1);
                 finish(item, MONLIGHT_ABORTED);
                 continue;
             }
@@ -442,17 +417,17 @@ static monlight_status shutdown_until(monlight_error_client *client,
             item->attempts++;
             item->next_attempt = ml_monotonic_now() +
                                  ml_backoff_delay(item->attempts,
-                                                  client->config.retry_max_delay,
+                                                  client->core.config.retry_max_delay,
                                                   response.retry_after);
-            atomic_fetch_add(&client->retried, 1);
-            pthread_mutex_lock(&client->lock);
+            atomic_fetch_add(&client->core.retried, 1);
+            pthread_mutex_lock(&client->core.lock);
             push_front_locked(client, item);
-            pthread_mutex_unlock(&client->lock);
+            pthread_mutex_unlock(&client->core.lock);
             continue;
         }
         if (response.status != MONLIGHT_OK) {
-            atomic_fetch_add(response.status == MONLIGHT_ABORTED ? &client->dropped
-                                                                 : &client->failed,
+            atomic_fetch_add(response.status == MONLIGHT_ABORTED ? &client->core.dropped
+                                                                 : &client->core.failed,
                              1);
             if (response.status == MONLIGHT_ABORTED)
                 abandoned++;
@@ -460,12 +435,12 @@ static monlight_status shutdown_until(monlight_error_client *client,
         finish(item, response.status);
     }
 
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     client->shut_down = true;
-    pthread_cond_broadcast(&client->wake);
-    pthread_mutex_unlock(&client->lock);
+    pthread_cond_broadcast(&client->core.wake);
+    pthread_mutex_unlock(&client->core.lock);
     if (abandoned > 0)
-        ml_log(&client->config.logger, NULL, MONLIGHT_LOG_WARNING,
+        ml_log(&client->core.config.logger, NULL, MONLIGHT_LOG_WARNING,
                "error reports: %zu could not be delivered before the shutdown "
                "deadline and were dropped",
                abandoned);
@@ -476,7 +451,7 @@ monlight_status monlight_error_client_shutdown(monlight_error_client *client)
 {
     if (!client)
         return MONLIGHT_INVALID_ARGUMENT;
-    return shutdown_until(client, ml_monotonic_now() + client->config.exit_deadline);
+    return shutdown_until(client, ml_monotonic_now() + client->core.config.exit_deadline);
 }
 
 uint64_t monlight_error_client_stat(monlight_error_client *client,
@@ -484,35 +459,18 @@ uint64_t monlight_error_client_stat(monlight_error_client *client,
 {
     if (!client)
         return 0;
-    switch (stat) {
-    case MONLIGHT_STAT_DELIVERED: return atomic_load(&client->delivered);
-    case MONLIGHT_STAT_DROPPED: return atomic_load(&client->dropped);
-    case MONLIGHT_STAT_RETRIED: return atomic_load(&client->retried);
-    case MONLIGHT_STAT_FAILED: return atomic_load(&client->failed);
-    case MONLIGHT_STAT_PENDING: {
-        pthread_mutex_lock(&client->lock);
-        uint64_t pending = client->queued + client->in_flight;
-        pthread_mutex_unlock(&client->lock);
-        return pending;
-    }
-    }
-    return 0;
+    if (stat != MONLIGHT_STAT_PENDING)
+        return ml_core_counter(&client->core, stat);
+    pthread_mutex_lock(&client->core.lock);
+    uint64_t pending = client->queued + client->in_flight;
+    pthread_mutex_unlock(&client->core.lock);
+    return pending;
 }
 
 size_t monlight_error_client_last_error(monlight_error_client *client,
                                         char *buffer, size_t size)
 {
-    if (!client) {
-        if (buffer && size)
-            buffer[0] = '\0';
-        return 0;
-    }
-    pthread_mutex_lock(&client->lock);
-    size_t length = strlen(client->last_error);
-    if (buffer && size)
-        snprintf(buffer, size, "%s", client->last_error);
-    pthread_mutex_unlock(&client->lock);
-    return length;
+    return ml_core_copy_last_error(client ? &client->core : NULL, buffer, size);
 }
 
 /* ------------------------------------------------------------------ */
@@ -521,16 +479,12 @@ size_t monlight_error_client_last_error(monlight_error_client *client,
 
 static void hook_prepare_fork(ml_client *base)
 {
-    monlight_error_client *client = (monlight_error_client *)base;
-    pthread_mutex_lock(&client->lock);
-    client->transport->ops->prepare_fork(client->transport);
+    ml_core_prepare_fork(&((monlight_error_client *)base)->core);
 }
 
 static void hook_parent_after_fork(ml_client *base)
 {
-    monlight_error_client *client = (monlight_error_client *)base;
-    client->transport->ops->parent_after_fork(client->transport);
-    pthread_mutex_unlock(&client->lock);
+    ml_core_parent_after_fork(&((monlight_error_client *)base)->core);
 }
 
 /*
@@ -542,7 +496,7 @@ static void hook_child_after_fork(ml_client *base)
 {
     monlight_error_client *client = (monlight_error_client *)base;
 
-    client->transport->ops->after_fork_child(client->transport);
+    ml_core_child_after_fork(&client->core);
     while (client->head) {
         queued_report *item = pop_front_locked(client);
         free(item->body);
@@ -553,19 +507,12 @@ static void hook_child_after_fork(ml_client *base)
     client->thread_running = false;
     /* A shutdown that was running in the parent does not run here. */
     client->shut_down = client->shut_down || client->stopping;
-    atomic_store(&client->delivered, 0);
-    atomic_store(&client->dropped, 0);
-    atomic_store(&client->retried, 0);
-    atomic_store(&client->failed, 0);
-    pthread_mutex_init(&client->lock, NULL);
-    ml_cond_init_monotonic(&client->wake);
-    ml_log_limiter_init(&client->limiter);
 }
 
 static void hook_shutdown(ml_client *base, double started)
 {
     monlight_error_client *client = (monlight_error_client *)base;
-    shutdown_until(client, started + client->config.exit_deadline);
+    shutdown_until(client, started + client->core.config.exit_deadline);
 }
 
 static const ml_client_ops error_hooks = {
@@ -585,35 +532,20 @@ monlight_status monlight_error_client_new(monlight_options *options,
     *out = NULL;
     if (!options)
         return MONLIGHT_INVALID_ARGUMENT;
-    if (!ml_global_init()) {
-        snprintf(options->last_error, sizeof options->last_error,
-                 "libcurl could not be initialised");
-        return MONLIGHT_TRANSPORT_FAILED;
-    }
 
     monlight_error_client *client = calloc(1, sizeof *client);
     if (!client) {
         snprintf(options->last_error, sizeof options->last_error, "out of memory");
         return MONLIGHT_NO_MEMORY;
     }
-    monlight_status status = ml_config_init(&client->config, options, "/api/errors");
+    monlight_status status = ml_core_init(&client->core, options, "/api/errors",
+                                          &error_hooks);
     if (status != MONLIGHT_OK) {
         free(client);
         return status;
     }
-    client->transport = ml_curl_transport_new(&client->config);
-    if (!client->transport) {
-        ml_config_free(&client->config);
-        free(client);
-        snprintf(options->last_error, sizeof options->last_error, "out of memory");
-        return MONLIGHT_NO_MEMORY;
-    }
 
-    pthread_mutex_init(&client->lock, NULL);
-    ml_cond_init_monotonic(&client->wake);
-    ml_log_limiter_init(&client->limiter);
-    client->base.ops = &error_hooks;
-    ml_registry_add(&client->base);
+    ml_registry_add(&client->core.registry);
     *out = client;
     return MONLIGHT_OK;
 }
@@ -622,13 +554,9 @@ void monlight_error_client_free(monlight_error_client *client)
 {
     if (!client)
         return;
-    ml_registry_remove(&client->base);
+    ml_registry_remove(&client->core.registry);
     monlight_error_client_shutdown(client);
 
-    client->transport->ops->destroy(client->transport);
-    pthread_cond_destroy(&client->wake);
-    pthread_mutex_destroy(&client->lock);
-    ml_log_limiter_destroy(&client->limiter);
-    ml_config_free(&client->config);
+    ml_core_destroy(&client->core);
     free(client);
 }

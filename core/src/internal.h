@@ -409,6 +409,45 @@ struct ml_client {
     ml_client *next;
 };
 
+/*
+ * What both client kinds share. Each client struct starts with one, so
+ * that the registry, which sees an ml_client, reaches the whole client.
+ */
+typedef struct ml_client_core {
+    ml_client registry; /* first */
+    ml_config config;
+    ml_transport *transport;
+    ml_log_limiter limiter;
+    pthread_mutex_t lock; /* guards last_error and the client's own state */
+    pthread_cond_t wake;  /* signals the client's background thread */
+    char last_error[256];
+    _Atomic uint64_t delivered;
+    _Atomic uint64_t dropped;
+    _Atomic uint64_t retried;
+    _Atomic uint64_t failed;
+} ml_client_core;
+
+/* Sets up a zeroed core from the options, for the service path given
+ * ("/api/errors"). On failure returns the status, with the reason in
+ * options->last_error, and leaves nothing to free. */
+monlight_status ml_core_init(ml_client_core *core, monlight_options *options,
+                             const char *path, const ml_client_ops *ops);
+void ml_core_destroy(ml_client_core *core);
+
+/* Stores the message that monlight_*_last_error() returns, cut at the
+ * buffer's size. Takes the core's lock. */
+void ml_core_set_last_error(ml_client_core *core, const char *format, ...)
+    ML_PRINTF(2, 3);
+/* Implements monlight_*_last_error(); core may be NULL. */
+size_t ml_core_copy_last_error(ml_client_core *core, char *buffer, size_t size);
+/* Returns a counter; MONLIGHT_STAT_PENDING is the client kind's own. */
+uint64_t ml_core_counter(ml_client_core *core, monlight_stat stat);
+
+/* The kind-independent halves of the fork hooks. */
+void ml_core_prepare_fork(ml_client_core *core);
+void ml_core_parent_after_fork(ml_client_core *core);
+void ml_core_child_after_fork(ml_client_core *core);
+
 /* Runs the process-wide setup once (libcurl, atexit, pthread_atfork).
  * Returns false when libcurl could not be initialised. */
 bool ml_global_init(void);

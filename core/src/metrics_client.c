@@ -33,16 +33,11 @@ typedef struct window_name {
 } window_name;
 
 struct monlight_metrics_client {
-    ml_client base; /* first: the registry sees clients through it */
-    ml_config config;
-    ml_transport *transport;
-    ml_log_limiter limiter;
+    ml_client_core core; /* first: see ml_client_core */
     char *project_part; /* ,"project":"..." or "" */
     size_t project_part_length;
     uint32_t batch_limit; /* metrics per batch: 1000, or max_buffered */
 
-    pthread_mutex_t lock; /* guards every field below */
-    pthread_cond_t wake;  /* signals the background thread */
     ml_batch *head;       /* oldest batch; records go to the tail */
     ml_batch *tail;
     size_t buffered;  /* metrics in the queue */
@@ -63,12 +58,6 @@ struct monlight_metrics_client {
     bool flush_requested;
     double next_flush;
     pthread_t thread;
-    char last_error[256];
-
-    _Atomic uint64_t delivered;
-    _Atomic uint64_t dropped;
-    _Atomic uint64_t retried;
-    _Atomic uint64_t failed;
 };
 
 /* A warning decided under the lock and logged after it is released: the
@@ -78,21 +67,6 @@ typedef struct deferred_warning {
     char text[320];
     bool set;
 } deferred_warning;
-
-static void set_last_error(monlight_metrics_client *client, const char *format, ...)
-    ML_PRINTF(2, 3);
-
-/* Stores the message that monlight_*_last_error() returns; the message is
- * cut at the buffer's size. */
-static void set_last_error(monlight_metrics_client *client, const char *format, ...)
-{
-    va_list args;
-    pthread_mutex_lock(&client->lock);
-    va_start(args, format);
-    vsnprintf(client->last_error, sizeof client->last_error, format, args);
-    va_end(args);
-    pthread_mutex_unlock(&client->lock);
-}
 
 /* Shows a metric name in a warning: printable ASCII, at most 60 bytes. */
 static void describe_name(const char *name, size_t length, char out[72])
@@ -234,7 +208,7 @@ static window_verdict window_admit(monlight_metrics_client *client,
     window_name *name = window_name_entry(client, name_hash);
     if (!name)
         return WINDOW_NO_MEMORY;
-    if (name->label_sets >= client->config.max_label_sets) {
+    if (name->label_sets >= client->core.config.max_label_sets) {
         *first_overflow = !name->warned;
         name->warned = true;
         return WINDOW_OVERFLOW;
@@ -281,7 +255,7 @@ static monlight_status start_thread_locked(monlight_metrics_client *client);
 static size_t enforce_cap_locked(monlight_metrics_client *client)
 {
     size_t dropped = 0;
-    while (client->buffered > client->config.max_buffered &&
+    while (client->buffered > client->core.config.max_buffered &&
            client->head && client->head != client->tail) {
         ml_batch *oldest = client->head;
         client->head = oldest->next;
@@ -290,7 +264,7 @@ static size_t enforce_cap_locked(monlight_metrics_client *client)
         ml_batch_free(oldest);
     }
     if (dropped)
-        atomic_fetch_add(&client->dropped, dropped);
+        atomic_fetch_add(&client->core.dropped, dropped);
     return dropped;
 }
 
@@ -303,9 +277,9 @@ static monlight_status refuse(monlight_metrics_client *client,
 
     describe_name(name ? name : "", name ? name_length : 0, shown);
     snprintf(text, sizeof text, "metric \"%s\" rejected: %s", shown, reason);
-    atomic_fetch_add(&client->dropped, 1);
-    set_last_error(client, "%s", text);
-    ml_log(&client->config.logger, &client->limiter, MONLIGHT_LOG_WARNING,
+    atomic_fetch_add(&client->core.dropped, 1);
+    ml_core_set_last_error(&client->core, "%s", text);
+    ml_log(&client->core.config.logger, &client->core.limiter, MONLIGHT_LOG_WARNING,
            "%s", text);
     return MONLIGHT_INVALID_ARGUMENT;
 }
@@ -406,7 +380,7 @@ static const char *append_locked(monlight_metrics_client *client,
                 snprintf(warning->text, sizeof warning->text,
                          "metric \"%s\" has more than %zu label sets in one "
                          "flush window; further label sets are recorded as %s",
-                         shown, client->config.max_label_sets, OVERFLOW_LABELS);
+                         shown, client->core.config.max_label_sets, OVERFLOW_LABELS);
                 warning->set = true;
             }
         }
@@ -485,10 +459,10 @@ static monlight_status record(monlight_metrics_client *client,
     deferred_warning warning = {.set = false};
     const char *reason = NULL;
     monlight_status status = MONLIGHT_OK;
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     if (client->shut_down) {
         status = MONLIGHT_SHUT_DOWN;
-        snprintf(client->last_error, sizeof client->last_error,
+        snprintf(client->core.last_error, sizeof client->core.last_error,
                  "metric not recorded: the client is shut down");
     } else {
         if (client->started && !client->thread_running)
@@ -504,22 +478,22 @@ static monlight_status record(monlight_metrics_client *client,
         snprintf(warning.text, sizeof warning.text,
                  "metrics buffer over max_buffered (%zu); dropped the %zu "
                  "oldest metrics",
-                 client->config.max_buffered, dropped);
+                 client->core.config.max_buffered, dropped);
         warning.set = true;
     }
     if (client->thread_running &&
-        client->buffered >= client->config.max_buffered / 2 &&
+        client->buffered >= client->core.config.max_buffered / 2 &&
         !client->flush_requested) {
         client->flush_requested = true;
-        pthread_cond_signal(&client->wake);
+        pthread_cond_signal(&client->core.wake);
     }
-    pthread_mutex_unlock(&client->lock);
+    pthread_mutex_unlock(&client->core.lock);
 
     if (warning.set)
-        ml_log(&client->config.logger, &client->limiter, MONLIGHT_LOG_WARNING,
+        ml_log(&client->core.config.logger, &client->core.limiter, MONLIGHT_LOG_WARNING,
                "%s", warning.text);
     if (status == MONLIGHT_SHUT_DOWN) {
-        atomic_fetch_add(&client->dropped, 1);
+        atomic_fetch_add(&client->core.dropped, 1);
         return status;
     }
     if (reason)
@@ -727,13 +701,13 @@ static monlight_status send_batches(monlight_metrics_client *client,
             response.status = MONLIGHT_NO_MEMORY;
             snprintf(response.detail, sizeof response.detail, "out of memory");
         } else {
-            client->transport->ops->post(client->transport,
-                                         client->config.endpoint_url,
+            client->core.transport->ops->post(client->core.transport,
+                                         client->core.config.endpoint_url,
                                          body.data, body.length, &response);
         }
 
         if (response.status == MONLIGHT_OK) {
-            atomic_fetch_add(&client->delivered, batch->count);
+            atomic_fetch_add(&client->core.delivered, batch->count);
             ml_batch_free(batch);
             continue;
         }
@@ -743,18 +717,18 @@ static monlight_status send_batches(monlight_metrics_client *client,
         if (response.retryable) {
             batch->attempts++;
             double delay = ml_backoff_delay(batch->attempts,
-                                            client->config.retry_max_delay,
+                                            client->core.config.retry_max_delay,
                                             response.retry_after);
             batch->next_attempt = ml_monotonic_now() + delay;
-            atomic_fetch_add(&client->retried, batch->count);
-            ml_log(&client->config.logger, &client->limiter,
+            atomic_fetch_add(&client->core.retried, batch->count);
+            ml_log(&client->core.config.logger, &client->core.limiter,
                    MONLIGHT_LOG_WARNING,
                    "metrics: sending %u metrics to %s failed: %s; retrying "
                    "in %.1f s",
-                   batch->count, client->config.endpoint_url, response.detail,
+                   batch->count, client->core.config.endpoint_url, response.detail,
                    delay);
             result = MONLIGHT_RETRY_SCHEDULED;
-            set_last_error(client, "sending metrics failed: %s",
+            ml_core_set_last_error(&client->core, "sending metrics failed: %s",
                            response.detail);
             *retry_end = batch;
             retry_end = &batch->next;
@@ -771,28 +745,28 @@ static monlight_status send_batches(monlight_metrics_client *client,
         }
 
         bool aborted = response.status == MONLIGHT_ABORTED;
-        atomic_fetch_add(aborted ? &client->dropped : &client->failed,
+        atomic_fetch_add(aborted ? &client->core.dropped : &client->core.failed,
                          batch->count);
-        ml_log(&client->config.logger, &client->limiter, MONLIGHT_LOG_WARNING,
+        ml_log(&client->core.config.logger, &client->core.limiter, MONLIGHT_LOG_WARNING,
                "metrics: sending %u metrics to %s failed: %s; %s", batch->count,
-               client->config.endpoint_url, response.detail,
+               client->core.config.endpoint_url, response.detail,
                aborted ? "dropped at the shutdown deadline" : "not retried");
-        set_last_error(client, "sending metrics failed: %s", response.detail);
+        ml_core_set_last_error(&client->core, "sending metrics failed: %s", response.detail);
         ml_batch_free(batch);
     }
     ml_buf_free(&body);
 
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     client->in_flight -= taken_count;
     if (client->shut_down && retry) {
         /* Shut down while this send was running: shutdown's own flush has
          * already run, so these cannot wait for a retry. */
-        atomic_fetch_add(&client->dropped, batch_list_count(retry));
+        atomic_fetch_add(&client->core.dropped, batch_list_count(retry));
         free_batch_list(retry);
         retry = NULL;
     }
     requeue_locked(client, retry);
-    pthread_mutex_unlock(&client->lock);
+    pthread_mutex_unlock(&client->core.lock);
     return result;
 }
 
@@ -814,7 +788,7 @@ static void *flush_thread(void *argument)
 {
     monlight_metrics_client *client = argument;
 
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     while (!client->stopping) {
         double now = ml_monotonic_now();
         double wake_at = client->next_flush;
@@ -827,22 +801,22 @@ static void *flush_thread(void *argument)
         if (wake_at > now) {
             struct timespec until;
             ml_deadline_to_timespec(wake_at, &until);
-            pthread_cond_timedwait(&client->wake, &client->lock, &until);
+            pthread_cond_timedwait(&client->core.wake, &client->core.lock, &until);
             continue;
         }
 
         if (now >= client->next_flush || client->flush_requested) {
-            client->next_flush = now + client->config.flush_interval;
+            client->next_flush = now + client->core.config.flush_interval;
             client->flush_requested = false;
         }
         ml_batch *taken = take_batches_locked(client, true, now);
         if (!taken)
             continue;
-        pthread_mutex_unlock(&client->lock);
+        pthread_mutex_unlock(&client->core.lock);
         send_batches(client, taken);
-        pthread_mutex_lock(&client->lock);
+        pthread_mutex_lock(&client->core.lock);
     }
-    pthread_mutex_unlock(&client->lock);
+    pthread_mutex_unlock(&client->core.lock);
     return NULL;
 }
 
@@ -860,7 +834,7 @@ static monlight_status start_thread_locked(monlight_metrics_client *client)
         return MONLIGHT_THREAD_FAILED;
     client->thread_running = true;
     client->stopping = false;
-    client->next_flush = ml_monotonic_now() + client->config.flush_interval;
+    client->next_flush = ml_monotonic_now() + client->core.config.flush_interval;
     return MONLIGHT_OK;
 }
 
@@ -870,21 +844,21 @@ monlight_status monlight_metrics_client_start(monlight_metrics_client *client)
         return MONLIGHT_INVALID_ARGUMENT;
 
     monlight_status status = MONLIGHT_OK;
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     if (client->shut_down) {
         status = MONLIGHT_SHUT_DOWN;
-        snprintf(client->last_error, sizeof client->last_error,
+        snprintf(client->core.last_error, sizeof client->core.last_error,
                  "start failed: the client is shut down");
     } else {
         client->started = true;
         if (!client->thread_running)
             status = start_thread_locked(client);
     }
-    pthread_mutex_unlock(&client->lock);
+    pthread_mutex_unlock(&client->core.lock);
 
     if (status == MONLIGHT_THREAD_FAILED) {
-        set_last_error(client, "%s", "could not start the flush thread");
-        ml_log(&client->config.logger, NULL, MONLIGHT_LOG_WARNING,
+        ml_core_set_last_error(&client->core, "%s", "could not start the flush thread");
+        ml_log(&client->core.config.logger, NULL, MONLIGHT_LOG_WARNING,
                "metrics: could not start the flush thread; metrics are sent "
                "only by flush() and at shutdown");
     }
@@ -896,15 +870,15 @@ monlight_status monlight_metrics_client_flush(monlight_metrics_client *client)
     if (!client)
         return MONLIGHT_INVALID_ARGUMENT;
 
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     if (client->shut_down) {
-        snprintf(client->last_error, sizeof client->last_error,
+        snprintf(client->core.last_error, sizeof client->core.last_error,
                  "flush failed: the client is shut down");
-        pthread_mutex_unlock(&client->lock);
+        pthread_mutex_unlock(&client->core.lock);
         return MONLIGHT_SHUT_DOWN;
     }
     ml_batch *taken = take_batches_locked(client, false, 0);
-    pthread_mutex_unlock(&client->lock);
+    pthread_mutex_unlock(&client->core.lock);
 
     if (!taken)
         return MONLIGHT_OK;
@@ -918,20 +892,20 @@ monlight_status monlight_metrics_client_flush(monlight_metrics_client *client)
  */
 static void final_flush(monlight_metrics_client *client, double deadline)
 {
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     ml_batch *taken = take_batches_locked(client, false, 0);
-    pthread_mutex_unlock(&client->lock);
+    pthread_mutex_unlock(&client->core.lock);
 
     size_t count = batch_list_count(taken);
     if (count == 0)
         return;
-    if (client->config.exit_deadline <= 0) {
-        atomic_fetch_add(&client->dropped, count);
+    if (client->core.config.exit_deadline <= 0) {
+        atomic_fetch_add(&client->core.dropped, count);
         free_batch_list(taken);
-        pthread_mutex_lock(&client->lock);
+        pthread_mutex_lock(&client->core.lock);
         client->in_flight -= count;
-        pthread_mutex_unlock(&client->lock);
-        ml_log(&client->config.logger, NULL, MONLIGHT_LOG_WARNING,
+        pthread_mutex_unlock(&client->core.lock);
+        ml_log(&client->core.config.logger, NULL, MONLIGHT_LOG_WARNING,
                "metrics: %zu metrics dropped at shutdown (exit_deadline is 0)",
                count);
         return;
@@ -940,24 +914,24 @@ static void final_flush(monlight_metrics_client *client, double deadline)
     while (taken) {
         /* Retryable failures are requeued and taken again below. */
         send_batches(client, taken);
-        pthread_mutex_lock(&client->lock);
+        pthread_mutex_lock(&client->core.lock);
         double retry_at = earliest_retry_locked(client);
         taken = NULL;
         if (client->head && retry_at < deadline && ml_monotonic_now() < deadline)
             taken = take_batches_locked(client, false, 0);
-        pthread_mutex_unlock(&client->lock);
+        pthread_mutex_unlock(&client->core.lock);
         if (taken)
             ml_sleep(retry_at - ml_monotonic_now());
     }
 
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     ml_batch *left = take_batches_locked(client, false, 0);
     client->in_flight -= batch_list_count(left);
-    pthread_mutex_unlock(&client->lock);
+    pthread_mutex_unlock(&client->core.lock);
     size_t left_count = batch_list_count(left);
     if (left_count) {
-        atomic_fetch_add(&client->dropped, left_count);
-        ml_log(&client->config.logger, NULL, MONLIGHT_LOG_WARNING,
+        atomic_fetch_add(&client->core.dropped, left_count);
+        ml_log(&client->core.config.logger, NULL, MONLIGHT_LOG_WARNING,
                "metrics: %zu metrics could not be delivered before the "
                "shutdown deadline and were dropped",
                left_count);
@@ -968,13 +942,13 @@ static void final_flush(monlight_metrics_client *client, double deadline)
 static monlight_status shutdown_until(monlight_metrics_client *client,
                                       double deadline)
 {
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     if (client->shutting_down) {
         /* Another thread is shutting down: wait for it to finish, so that
          * every caller returns after the final delivery. */
         while (!client->shut_down)
-            pthread_cond_wait(&client->wake, &client->lock);
-        pthread_mutex_unlock(&client->lock);
+            pthread_cond_wait(&client->core.wake, &client->core.lock);
+        pthread_mutex_unlock(&client->core.lock);
         return MONLIGHT_OK;
     }
     /* Records keep arriving until shut_down is set at the end; the final
@@ -982,30 +956,30 @@ static monlight_status shutdown_until(monlight_metrics_client *client,
     client->shutting_down = true;
     client->stopping = true;
     bool joined_needed = client->thread_running;
-    atomic_store(&client->transport->abort_at, deadline);
-    pthread_cond_broadcast(&client->wake);
-    pthread_mutex_unlock(&client->lock);
+    atomic_store(&client->core.transport->abort_at, deadline);
+    pthread_cond_broadcast(&client->core.wake);
+    pthread_mutex_unlock(&client->core.lock);
 
     /* The thread finishes its current send, aborted at the deadline. */
     if (joined_needed)
         pthread_join(client->thread, NULL);
 
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     client->thread_running = false;
     client->started = false;
-    pthread_mutex_unlock(&client->lock);
+    pthread_mutex_unlock(&client->core.lock);
 
     final_flush(client, deadline);
 
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     client->shut_down = true;
     ml_batch *late = take_batches_locked(client, false, 0);
     client->in_flight -= batch_list_count(late);
-    pthread_cond_broadcast(&client->wake);
-    pthread_mutex_unlock(&client->lock);
+    pthread_cond_broadcast(&client->core.wake);
+    pthread_mutex_unlock(&client->core.lock);
     size_t late_count = batch_list_count(late);
     if (late_count)
-        atomic_fetch_add(&client->dropped, late_count);
+        atomic_fetch_add(&client->core.dropped, late_count);
     free_batch_list(late);
     return MONLIGHT_OK;
 }
@@ -1014,7 +988,7 @@ monlight_status monlight_metrics_client_shutdown(monlight_metrics_client *client
 {
     if (!client)
         return MONLIGHT_INVALID_ARGUMENT;
-    return shutdown_until(client, ml_monotonic_now() + client->config.exit_deadline);
+    return shutdown_until(client, ml_monotonic_now() + client->core.config.exit_deadline);
 }
 
 uint64_t monlight_metrics_client_stat(monlight_metrics_client *client,
@@ -1022,35 +996,18 @@ uint64_t monlight_metrics_client_stat(monlight_metrics_client *client,
 {
     if (!client)
         return 0;
-    switch (stat) {
-    case MONLIGHT_STAT_DELIVERED: return atomic_load(&client->delivered);
-    case MONLIGHT_STAT_DROPPED: return atomic_load(&client->dropped);
-    case MONLIGHT_STAT_RETRIED: return atomic_load(&client->retried);
-    case MONLIGHT_STAT_FAILED: return atomic_load(&client->failed);
-    case MONLIGHT_STAT_PENDING: {
-        pthread_mutex_lock(&client->lock);
-        uint64_t pending = client->buffered + client->in_flight;
-        pthread_mutex_unlock(&client->lock);
-        return pending;
-    }
-    }
-    return 0;
+    if (stat != MONLIGHT_STAT_PENDING)
+        return ml_core_counter(&client->core, stat);
+    pthread_mutex_lock(&client->core.lock);
+    uint64_t pending = client->buffered + client->in_flight;
+    pthread_mutex_unlock(&client->core.lock);
+    return pending;
 }
 
 size_t monlight_metrics_client_last_error(monlight_metrics_client *client,
                                           char *buffer, size_t size)
 {
-    if (!client) {
-        if (buffer && size)
-            buffer[0] = '\0';
-        return 0;
-    }
-    pthread_mutex_lock(&client->lock);
-    size_t length = strlen(client->last_error);
-    if (buffer && size)
-        snprintf(buffer, size, "%s", client->last_error);
-    pthread_mutex_unlock(&client->lock);
-    return length;
+    return ml_core_copy_last_error(client ? &client->core : NULL, buffer, size);
 }
 
 bool ml_metrics_client_check_batches(monlight_metrics_client *client,
@@ -1062,13 +1019,13 @@ bool ml_metrics_client_check_batches(monlight_metrics_client *client,
     ml_buf body;
     ml_buf_init(&body);
 
-    pthread_mutex_lock(&client->lock);
+    pthread_mutex_lock(&client->core.lock);
     for (ml_batch *batch = client->head; batch && valid; batch = batch->next) {
         ml_batch_serialize(batch, client->project_part, &body);
         valid = !body.failed && body.length <= batch->body_size &&
                 check(body.data, body.length, batch->count);
     }
-    pthread_mutex_unlock(&client->lock);
+    pthread_mutex_unlock(&client->core.lock);
 
     ml_buf_free(&body);
     return valid;
@@ -1080,16 +1037,12 @@ bool ml_metrics_client_check_batches(monlight_metrics_client *client,
 
 static void hook_prepare_fork(ml_client *base)
 {
-    monlight_metrics_client *client = (monlight_metrics_client *)base;
-    pthread_mutex_lock(&client->lock);
-    client->transport->ops->prepare_fork(client->transport);
+    ml_core_prepare_fork(&((monlight_metrics_client *)base)->core);
 }
 
 static void hook_parent_after_fork(ml_client *base)
 {
-    monlight_metrics_client *client = (monlight_metrics_client *)base;
-    client->transport->ops->parent_after_fork(client->transport);
-    pthread_mutex_unlock(&client->lock);
+    ml_core_parent_after_fork(&((monlight_metrics_client *)base)->core);
 }
 
 /*
@@ -1102,7 +1055,7 @@ static void hook_child_after_fork(ml_client *base)
 {
     monlight_metrics_client *client = (monlight_metrics_client *)base;
 
-    client->transport->ops->after_fork_child(client->transport);
+    ml_core_child_after_fork(&client->core);
     free_batch_list(client->head);
     client->head = client->tail = NULL;
     client->buffered = 0;
@@ -1113,19 +1066,12 @@ static void hook_child_after_fork(ml_client *base)
     client->flush_requested = false;
     /* A shutdown that was running in the parent does not run here. */
     client->shut_down = client->shut_down || client->shutting_down;
-    atomic_store(&client->delivered, 0);
-    atomic_store(&client->dropped, 0);
-    atomic_store(&client->retried, 0);
-    atomic_store(&client->failed, 0);
-    pthread_mutex_init(&client->lock, NULL);
-    ml_cond_init_monotonic(&client->wake);
-    ml_log_limiter_init(&client->limiter);
 }
 
 static void hook_shutdown(ml_client *base, double started)
 {
     monlight_metrics_client *client = (monlight_metrics_client *)base;
-    shutdown_until(client, started + client->config.exit_deadline);
+    shutdown_until(client, started + client->core.config.exit_deadline);
 }
 
 static const ml_client_ops metrics_hooks = {
@@ -1137,6 +1083,25 @@ static const ml_client_ops metrics_hooks = {
 /* Creation and destruction                                           */
 /* ------------------------------------------------------------------ */
 
+/* Returns the ,"project":"..." text each metric ends with, or "" when the
+ * client has no project; NULL when memory is exhausted. */
+static char *make_project_part(const char *project)
+{
+    ml_buf part;
+    ml_buf_init(&part);
+    if (project) {
+        ml_buf repaired;
+        ml_buf_init(&repaired);
+        ml_utf8_sanitize(&repaired, project, strlen(project));
+        ml_buf_append_str(&part, ",\"project\":");
+        ml_json_append_string(&part, repaired.data ? repaired.data : "", repaired.length);
+        ml_buf_free(&repaired);
+    }
+    char *copy = part.failed ? NULL : strdup(ml_buf_cstr(&part));
+    ml_buf_free(&part);
+    return copy;
+}
+
 monlight_status monlight_metrics_client_new(monlight_options *options,
                                             monlight_metrics_client **out)
 {
@@ -1145,58 +1110,33 @@ monlight_status monlight_metrics_client_new(monlight_options *options,
     *out = NULL;
     if (!options)
         return MONLIGHT_INVALID_ARGUMENT;
-    if (!ml_global_init()) {
-        snprintf(options->last_error, sizeof options->last_error,
-                 "libcurl could not be initialised");
-        return MONLIGHT_TRANSPORT_FAILED;
-    }
 
     monlight_metrics_client *client = calloc(1, sizeof *client);
     if (!client) {
         snprintf(options->last_error, sizeof options->last_error, "out of memory");
         return MONLIGHT_NO_MEMORY;
     }
-    monlight_status status = ml_config_init(&client->config, options, "/api/metrics");
+    monlight_status status = ml_core_init(&client->core, options, "/api/metrics",
+                                          &metrics_hooks);
     if (status != MONLIGHT_OK) {
         free(client);
         return status;
     }
-
-    ml_buf project_part;
-    ml_buf_init(&project_part);
-    if (client->config.project) {
-        ml_buf_append_str(&project_part, ",\"project\":");
-        ml_buf repaired;
-        ml_buf_init(&repaired);
-        ml_utf8_sanitize(&repaired, client->config.project,
-                         strlen(client->config.project));
-        ml_json_append_string(&project_part, repaired.data ? repaired.data : "",
-                              repaired.length);
-        ml_buf_free(&repaired);
-    }
-    client->project_part = strdup(ml_buf_cstr(&project_part));
-    client->project_part_length = project_part.length;
-    ml_buf_free(&project_part);
-
-    client->transport = ml_curl_transport_new(&client->config);
-    if (!client->transport || !client->project_part) {
-        if (client->transport)
-            client->transport->ops->destroy(client->transport);
-        free(client->project_part);
-        ml_config_free(&client->config);
+    client->project_part = make_project_part(client->core.config.project);
+    if (!client->project_part) {
+        ml_core_destroy(&client->core);
         free(client);
         snprintf(options->last_error, sizeof options->last_error, "out of memory");
         return MONLIGHT_NO_MEMORY;
     }
+    client->project_part_length = strlen(client->project_part);
 
-    client->batch_limit = client->config.max_buffered < ML_METRICS_BATCH_MAX
-                              ? (uint32_t)client->config.max_buffered
+    /* Dropping at the cap works batch by batch, so batches are no larger
+     * than the cap. */
+    client->batch_limit = client->core.config.max_buffered < ML_METRICS_BATCH_MAX
+                              ? (uint32_t)client->core.config.max_buffered
                               : ML_METRICS_BATCH_MAX;
-    pthread_mutex_init(&client->lock, NULL);
-    ml_cond_init_monotonic(&client->wake);
-    ml_log_limiter_init(&client->limiter);
-    client->base.ops = &metrics_hooks;
-    ml_registry_add(&client->base);
+    ml_registry_add(&client->core.registry);
     *out = client;
     return MONLIGHT_OK;
 }
@@ -1205,17 +1145,13 @@ void monlight_metrics_client_free(monlight_metrics_client *client)
 {
     if (!client)
         return;
-    ml_registry_remove(&client->base);
+    ml_registry_remove(&client->core.registry);
     monlight_metrics_client_shutdown(client);
 
     free_batch_list(client->head);
-    client->transport->ops->destroy(client->transport);
     free(client->window_series);
     free(client->window_names);
     free(client->project_part);
-    pthread_cond_destroy(&client->wake);
-    pthread_mutex_destroy(&client->lock);
-    ml_log_limiter_destroy(&client->limiter);
-    ml_config_free(&client->config);
+    ml_core_destroy(&client->core);
     free(client);
 }
