@@ -12,7 +12,9 @@
 -- The labels' JSON text is built once per label set and cached. A lookup
 -- walks the labels table with next() through a tree of nested tables (key,
 -- then value, per label), so a repeated label set costs no string building
--- and no allocation.
+-- and no allocation. The walk includes the order list of a labels table
+-- (its entries 1, 2, ...), so the same labels in another order are another
+-- cache entry.
 --
 -- Not meant to be required directly: the C module calls the returned
 -- function with the module table and the path of its own shared object.
@@ -21,6 +23,7 @@ local ffi = require("ffi")
 
 local ffi_string = ffi.string
 local next = next
+local rawget = rawget
 local type = type
 local tostring = tostring
 local sort = table.sort
@@ -41,9 +44,10 @@ local MAX_CACHED_LABEL_SETS = 4096
 
 -- `monlight_lua_client` is the payload of a client userdata (mlua_client
 -- in src/internal.h): its first field is the engine handle, NULL once the
--- client has been freed.
+-- client has been freed. Only the C methods use `rejected`: every metric
+-- this file cannot record goes to them.
 local declarations = {
-    "typedef struct monlight_lua_client { void *handle; } monlight_lua_client;",
+    "typedef struct monlight_lua_client { void *handle; uint64_t rejected; } monlight_lua_client;",
     "int monlight_metrics_client_record_json(void *client, int type, const char *name, size_t name_length, double value, const char *labels_json, size_t labels_json_length);",
     "size_t monlight_metrics_client_last_error(void *client, char *buffer, size_t size);",
     "const char *monlight_status_name(int status);",
@@ -104,43 +108,101 @@ local function escape(text)
     return (text:gsub('[\\"]', "\\%0"))
 end
 
--- Builds the JSON text of a label set, keys sorted bytewise as the C path
--- sorts them. Returns the text ("" for no labels) and whether it may be
--- cached. The text is false when the set must take the C path. That is the
--- case for a key or value that is not cacheable, for two keys with the same
--- text (1 and "1"), and for text outside printable ASCII, which the engine
--- escapes or repairs in its own way (control bytes, UTF-8).
+-- Returns how many label names labels[1], labels[2], ... list before the
+-- first nil, or nil when one of them is not a string (the C path rejects
+-- such a table).
+local function order_list_length(labels)
+    local length = 0
+    while true do
+        local name = rawget(labels, length + 1)
+        if name == nil then
+            return length
+        end
+        if type(name) ~= "string" then
+            return nil
+        end
+        length = length + 1
+    end
+end
+
+-- Whether a key is one of labels[1] .. labels[listed], the order list.
+local function in_order_list(key, listed)
+    return type(key) == "number" and key >= 1 and key <= listed and key % 1 == 0
+end
+
+local function pair_json(key_text, value_text)
+    return '"' .. escape(key_text) .. '":"' .. escape(value_text) .. '"'
+end
+
+-- Builds the JSON text of a label set in the order that the C path
+-- (mlua_collect_pairs in src/module.c) gives it. The keys that the order
+-- list names come first, in its order, each once and skipping those the
+-- table lacks. The other keys follow, sorted bytewise.
+--
+-- Returns the text ("" for no labels) and whether it may be cached. The
+-- text is false when the set must take the C path. That is the case for
+-- an order list entry that is not a string, a key or value that is not
+-- cacheable, two keys with the same text (1 and "1"), and text outside
+-- printable ASCII, which the engine escapes or repairs in its own way
+-- (control bytes, UTF-8).
 local function build_json(labels)
+    local listed = order_list_length(labels)
+    if listed == nil then
+        return false, false
+    end
+    local named = {}
+    for index = 1, listed do
+        named[rawget(labels, index)] = true
+    end
+
     local count = 0
     local values = {}
     for key, value in next, labels do
-        if not cacheable(key) or not cacheable(value) then
-            return false, false
+        if not in_order_list(key, listed) then
+            if not cacheable(key) or not cacheable(value) then
+                return false, false
+            end
+            local key_text, value_text = tostring(key), tostring(value)
+            if values[key_text] ~= nil then
+                return false, false
+            end
+            if key_text:find("[^\32-\126]") or value_text:find("[^\32-\126]") then
+                return false, true
+            end
+            values[key_text] = value_text
+            if not (type(key) == "string" and named[key]) then
+                count = count + 1
+                sort_keys[count] = key_text
+            end
         end
-        local key_text, value_text = tostring(key), tostring(value)
-        if values[key_text] ~= nil then
-            return false, false
-        end
-        if key_text:find("[^\32-\126]") or value_text:find("[^\32-\126]") then
-            return false, true
-        end
-        count = count + 1
-        sort_keys[count] = key_text
-        values[key_text] = value_text
-    end
-    if count == 0 then
-        return "", true
     end
 
+    -- The listed keys. A string key's text is the key itself, and no other
+    -- key has that text (checked above), so values[name] is its value.
+    local total = 0
+    for index = 1, listed do
+        local name = rawget(labels, index)
+        if named[name] and rawget(labels, name) ~= nil then
+            named[name] = false
+            total = total + 1
+            parts[total] = pair_json(name, values[name])
+        end
+    end
+
+    -- The other keys, sorted.
     for index = #sort_keys, count + 1, -1 do
         sort_keys[index] = nil
     end
     sort(sort_keys)
     for index = 1, count do
         local key_text = sort_keys[index]
-        parts[index] = '"' .. escape(key_text) .. '":"' .. escape(values[key_text]) .. '"'
+        total = total + 1
+        parts[total] = pair_json(key_text, values[key_text])
     end
-    for index = #parts, count + 1, -1 do
+    if total == 0 then
+        return "", true
+    end
+    for index = #parts, total + 1, -1 do
         parts[index] = nil
     end
     return "{" .. concat(parts, ",") .. "}", true

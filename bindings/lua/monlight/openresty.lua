@@ -38,8 +38,9 @@ local M = {
 }
 
 -- The endpoint label of a request when neither the route variable nor the
--- location name is available.
-local UNMATCHED_ENDPOINT = "unmatched"
+-- location name is available: a request that matched no location. The
+-- FastAPI and Rack integrations use the same value.
+local UNMATCHED_ENDPOINT = "<unmatched>"
 
 -- The nginx variable that names a request's route template.
 local route_variable = "monlight_route"
@@ -218,7 +219,11 @@ end
 
 local function record_request()
     local metrics = M.metrics_client
+    -- The order list puts the labels in the order that the FastAPI and
+    -- Rack integrations send, so that the collector, which groups by the
+    -- labels' JSON text, puts nginx's requests in the same series.
     local labels = {
+        "method", "endpoint", "status",
         method = ngx.req.get_method(),
         endpoint = endpoint(),
         status = ngx.status,
@@ -232,7 +237,7 @@ local function record_request()
 end
 
 --- Records http_requests_total and http_request_duration_seconds for the
--- request, labelled method, endpoint and status. Call it from
+-- request, labelled method, endpoint and status in that order. Call it from
 -- log_by_lua*; it does nothing when init() configured no metrics.
 --
 -- The duration is nginx's cached time now minus the request's start, in

@@ -137,7 +137,8 @@ static void set_headers(lua_State *L, monlight_report *report, int context)
     if (lua_istable(L, -1)) {
         mlua_pair *headers;
         size_t count;
-        int pushed = mlua_collect_pairs(L, -1, 1, NULL, 0, &headers, &count);
+        int pushed = mlua_collect_pairs(L, -1, MLUA_JOIN_ARRAYS, NULL, 0,
+                                        &headers, &count);
         if (pushed < 0)
             luaL_error(L, "request_headers has too many entries");
         for (size_t i = 0; i < count; i++)
@@ -408,6 +409,7 @@ static int error_new(lua_State *L)
         mlua_check_options(L, 1, MLUA_ERRORS, constructor);
     mlua_client *box = lua_newuserdata(L, sizeof *box);
     box->handle = NULL;
+    box->rejected = 0;
     luaL_getmetatable(L, MLUA_ERROR_CLIENT);
     lua_setmetatable(L, -2);
 

@@ -33,6 +33,11 @@
  */
 typedef struct mlua_client {
     void *handle;
+    /* Metrics that this module rejected before they reached the engine (a
+     * name that is not a string, a value that is not a number, invalid
+     * labels). stats() adds them to the engine's dropped count. Only the
+     * Lua thread that owns the client touches it. */
+    uint64_t rejected;
 } mlua_client;
 
 typedef enum mlua_client_kind {
@@ -77,21 +82,40 @@ void mlua_push_stats(lua_State *L, const uint64_t values[5]);
  */
 const char *mlua_tostring(lua_State *L, int index, size_t *length);
 
+/* Flags of mlua_collect_pairs(). */
+enum {
+    /* A value that is an array becomes its items joined with ", ", which
+     * is how repeated request headers are sent. */
+    MLUA_JOIN_ARRAYS = 1,
+    /* t[1], t[2], ... up to the first nil are not pairs but key names, and
+     * give the order of the pairs: those keys first, in that order, then
+     * the other keys sorted. This is how labels take a fixed order. */
+    MLUA_ORDER_LIST = 2
+};
+
+/* Failures of mlua_collect_pairs(). */
+enum {
+    /* More than 100000 entries, or no room on the Lua stack. */
+    MLUA_PAIRS_TOO_LARGE = -1,
+    /* With MLUA_ORDER_LIST: an entry of the order list is not a string. */
+    MLUA_PAIRS_BAD_ORDER_LIST = -2
+};
+
 /*
- * Collects the keys and values of the table at index as strings, sorted by
- * key (bytes, then length), for labels and request headers. Keys and
- * values that are not strings are converted with mlua_tostring(). When
- * join_arrays is set, a value that is an array becomes its items joined
- * with ", ", which is how repeated request headers are sent.
+ * Collects the keys and values of the table at index as strings, for
+ * labels and request headers, sorted by key (bytes, then length) unless
+ * MLUA_ORDER_LIST is set and the table lists keys (see the flags above).
+ * A key that the order list names twice is taken once, and one that the
+ * table lacks is skipped. Keys and values that are not strings are
+ * converted with mlua_tostring().
  *
  * The pairs go into buffer when they fit in capacity, else into a
  * userdata. Returns how many values it left on the stack to keep the
  * strings and the array alive (the caller pops them when done with
- * *pairs), or -1 when the table is too large to convert (more than 100000
- * entries, or no room on the Lua stack). Raises only on memory
- * exhaustion.
+ * *pairs), or one of the negative MLUA_PAIRS_* failures, after which
+ * nothing is left on the stack. Raises only on memory exhaustion.
  */
-int mlua_collect_pairs(lua_State *L, int index, int join_arrays,
+int mlua_collect_pairs(lua_State *L, int index, int flags,
                        mlua_pair *buffer, size_t capacity,
                        mlua_pair **pairs, size_t *count);
 

@@ -11,8 +11,14 @@
  * background thread (after start()) or flush() sends. The collector groups
  * by the JSON text of the labels, in which key order counts, and Lua
  * tables have no order: labels are sent sorted by key, so one label set
- * always reads the same. Label keys and values that are not strings go
- * through tostring().
+ * always reads the same. A labels table can give its own order instead,
+ * by listing key names in its array part:
+ *
+ *   { "method", "endpoint", "status", method = "GET", endpoint = "/x", status = 200 }
+ *
+ * sends method, endpoint and status in that order, then any keys it does
+ * not list, sorted. Label keys and values that are not strings go through
+ * tostring().
  *
  * Under LuaJIT, monlight/ffi.lua replaces counter, histogram and gauge
  * with FFI calls into the same engine. The C versions stay reachable as
@@ -25,9 +31,9 @@
 /* Labels sorted on the C stack up to this count; more take a userdata. */
 #define STACK_LABELS 16
 
-/* Returns the engine client of self (argument 1), or NULL after pushing
- * the failure that the method returns. */
-static monlight_metrics_client *check_self(lua_State *L, int *results)
+/* Returns the payload of self (argument 1) when it has an open engine
+ * client, or NULL after pushing the failure that the method returns. */
+static mlua_client *check_box(lua_State *L, int *results)
 {
     mlua_client *box = mlc_testudata(L, 1, MLUA_METRICS_CLIENT);
     if (!box) {
@@ -40,7 +46,15 @@ static monlight_metrics_client *check_self(lua_State *L, int *results)
         *results = mlua_push_failure(L, MONLIGHT_SHUT_DOWN, NULL);
         return NULL;
     }
-    return box->handle;
+    return box;
+}
+
+/* Returns the engine client of self (argument 1), or NULL after pushing
+ * the failure that the method returns. */
+static monlight_metrics_client *check_self(lua_State *L, int *results)
+{
+    mlua_client *box = check_box(L, results);
+    return box ? box->handle : NULL;
 }
 
 static int push_failure(lua_State *L, monlight_metrics_client *client,
@@ -56,6 +70,34 @@ static int push_failure(lua_State *L, monlight_metrics_client *client,
 /* Recording                                                         */
 /* ----------------------------------------------------------------- */
 
+/* Counts a metric that this module rejects as dropped, and pushes the
+ * failure that the record method returns. */
+static int reject(lua_State *L, mlua_client *box, const char *message)
+{
+    box->rejected++;
+    return mlua_push_bad_argument(L, message);
+}
+
+/* Rejects a labels table whose order list (labels[1], labels[2], ...) has
+ * an entry that is not a string, naming the first such entry. */
+static int reject_order_list(lua_State *L, mlua_client *box, int labels_index)
+{
+    int position = 1;
+    for (;;) {
+        lua_rawgeti(L, labels_index, position);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            break;
+        lua_pop(L, 1);
+        position++;
+    }
+    lua_pushfstring(L,
+                    "metric labels: labels[%d] is a %s, but labels[1], "
+                    "labels[2], ... list label names in the order to send "
+                    "and must be strings",
+                    position, luaL_typename(L, -1));
+    return reject(L, box, lua_tostring(L, -1));
+}
+
 /*
  * Records one metric from the arguments at the given stack indexes. A nil
  * value takes default_value when it is given (counter's 1). Returns true,
@@ -67,34 +109,41 @@ static int record(lua_State *L, monlight_metric_type type, int name_index,
                   const double *default_value)
 {
     int results;
-    monlight_metrics_client *client = check_self(L, &results);
-    if (!client)
+    mlua_client *box = check_box(L, &results);
+    if (!box)
         return results;
+    monlight_metrics_client *client = box->handle;
     lua_settop(L, 4); /* missing arguments become nil */
 
     if (lua_type(L, name_index) != LUA_TSTRING)
-        return mlua_push_bad_argument(L, "metric name must be a string");
+        return reject(L, box, "metric name must be a string");
     double value;
     if (lua_type(L, value_index) == LUA_TNUMBER)
         value = (double)lua_tonumber(L, value_index);
     else if (lua_isnil(L, value_index) && default_value)
         value = *default_value;
     else
-        return mlua_push_bad_argument(L, "metric value must be a number");
+        return reject(L, box, "metric value must be a number");
     int labels_type = lua_type(L, labels_index);
     if (labels_type != LUA_TNIL && labels_type != LUA_TTABLE)
-        return mlua_push_bad_argument(
-            L, "metric labels must be a table such as { method = \"GET\" }");
+        return reject(
+            L, box,
+            "metric labels must be a table such as { method = \"GET\" }");
 
     size_t name_length;
     const char *name = lua_tolstring(L, name_index, &name_length);
     mlua_pair stack_labels[STACK_LABELS];
     mlua_pair *labels = NULL;
     size_t label_count = 0;
-    if (labels_type == LUA_TTABLE &&
-        mlua_collect_pairs(L, labels_index, 0, stack_labels, STACK_LABELS,
-                           &labels, &label_count) < 0)
-        return mlua_push_bad_argument(L, "metric labels table is too large");
+    if (labels_type == LUA_TTABLE) {
+        int collected = mlua_collect_pairs(L, labels_index, MLUA_ORDER_LIST,
+                                           stack_labels, STACK_LABELS, &labels,
+                                           &label_count);
+        if (collected == MLUA_PAIRS_BAD_ORDER_LIST)
+            return reject_order_list(L, box, labels_index);
+        if (collected < 0)
+            return reject(L, box, "metric labels table is too large");
+    }
 
     monlight_status status = monlight_metrics_client_record(
         client, type, name, name_length, value, labels, label_count);
@@ -172,15 +221,19 @@ static int metrics_shutdown(lua_State *L)
     return 1;
 }
 
+/* metrics:stats(): the engine's counts, with the metrics this module
+ * rejected added to dropped. */
 static int metrics_stats(lua_State *L)
 {
     int results;
-    monlight_metrics_client *client = check_self(L, &results);
-    if (!client)
+    mlua_client *box = check_box(L, &results);
+    if (!box)
         return results;
+    monlight_metrics_client *client = box->handle;
     uint64_t values[5];
     for (int i = 0; i < 5; i++)
         values[i] = monlight_metrics_client_stat(client, (monlight_stat)i);
+    values[MONLIGHT_STAT_DROPPED] += box->rejected;
     mlua_push_stats(L, values);
     return 1;
 }
@@ -231,6 +284,7 @@ static int metrics_new(lua_State *L)
         mlua_check_options(L, 1, MLUA_METRICS, constructor);
     mlua_client *box = lua_newuserdata(L, sizeof *box);
     box->handle = NULL;
+    box->rejected = 0;
     luaL_getmetatable(L, MLUA_METRICS_CLIENT);
     lua_setmetatable(L, -2);
 

@@ -193,13 +193,111 @@ static const char *pair_string(lua_State *L, int index, int join_arrays,
     return text;
 }
 
-int mlua_collect_pairs(lua_State *L, int index, int join_arrays,
+/* The maximum number of entries that mlua_collect_pairs() converts. */
+#define MAX_PAIRS 100000
+
+/* Sets *length to how many key names t[1], t[2], ... list before the first
+ * nil. Returns 0, or a negative MLUA_PAIRS_* failure. */
+static int order_list_length(lua_State *L, int index, size_t *length)
+{
+    size_t listed = 0;
+    for (;;) {
+        if (listed >= MAX_PAIRS)
+            return MLUA_PAIRS_TOO_LARGE;
+        lua_rawgeti(L, index, (int)(listed + 1));
+        int type = lua_type(L, -1);
+        lua_pop(L, 1);
+        if (type == LUA_TNIL)
+            break;
+        if (type != LUA_TSTRING)
+            return MLUA_PAIRS_BAD_ORDER_LIST;
+        listed++;
+    }
+    *length = listed;
+    return 0;
+}
+
+/* Returns whether the string at index is a key of the set at `names`. */
+static int is_named(lua_State *L, int index, int names)
+{
+    lua_pushvalue(L, index);
+    lua_rawget(L, names);
+    int named = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    return named;
+}
+
+/* Returns whether the key at index is one of t[1] .. t[listed], the
+ * entries of the order list, or a key that the order list names (one of
+ * the set at `names`). */
+static int in_order_list(lua_State *L, int index, size_t listed, int names)
+{
+    switch (lua_type(L, index)) {
+    case LUA_TNUMBER: {
+        lua_Number number = lua_tonumber(L, index);
+        return number >= 1 && number <= (lua_Number)listed &&
+               number == (lua_Number)(size_t)number;
+    }
+    case LUA_TSTRING:
+        return is_named(L, index, names);
+    default:
+        return 0;
+    }
+}
+
+/*
+ * Fills pairs with the keys that t[1] .. t[listed] name, in that order,
+ * each at most once and skipping those the table lacks, and returns how
+ * many it filled (at most capacity). Adds each name to the empty set at
+ * `names`, which the caller uses to leave them out of the sorted rest.
+ */
+static size_t collect_listed(lua_State *L, int index, size_t listed,
+                             int names, int flags, mlua_pair *pairs,
+                             size_t capacity, int *pushed)
+{
+    size_t filled = 0;
+    for (size_t i = 1; i <= listed && filled < capacity; i++) {
+        lua_rawgeti(L, index, (int)i);
+        /* A __tostring called below may have changed the table. */
+        if (lua_type(L, -1) != LUA_TSTRING || is_named(L, -1, names)) {
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_pushvalue(L, -1);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, names);
+
+        lua_pushvalue(L, -1);
+        lua_rawget(L, index);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 2);
+            continue;
+        }
+        /* The table keeps the name alive, and a converted value goes
+         * below the name, above the set. */
+        mlua_pair *pair = &pairs[filled++];
+        pair->key = pair_string(L, -2, 0, pushed, &pair->key_length);
+        pair->value = pair_string(L, -1, flags & MLUA_JOIN_ARRAYS, pushed,
+                                  &pair->value_length);
+        lua_pop(L, 2);
+    }
+    return filled;
+}
+
+int mlua_collect_pairs(lua_State *L, int index, int flags,
                        mlua_pair *buffer, size_t capacity,
                        mlua_pair **pairs_out, size_t *count_out)
 {
     index = mlua_absindex(L, index);
     *pairs_out = NULL;
     *count_out = 0;
+
+    size_t listed = 0;
+    if (flags & MLUA_ORDER_LIST) {
+        int failure = order_list_length(L, index, &listed);
+        if (failure < 0)
+            return failure;
+    }
 
     size_t count = 0;
     lua_pushnil(L);
@@ -209,8 +307,8 @@ int mlua_collect_pairs(lua_State *L, int index, int join_arrays,
     }
 
     /* Converted strings stay on the stack: two per pair at most. */
-    if (count > 100000 || !lua_checkstack(L, (int)count * 2 + 8))
-        return -1;
+    if (count > MAX_PAIRS || !lua_checkstack(L, (int)count * 2 + 8))
+        return MLUA_PAIRS_TOO_LARGE;
     int pushed = 0;
     mlua_pair *pairs = buffer;
     if (count > capacity) {
@@ -219,8 +317,22 @@ int mlua_collect_pairs(lua_State *L, int index, int join_arrays,
     }
 
     size_t filled = 0;
+    int names = 0;
+    if (listed > 0) {
+        lua_createtable(L, 0, (int)listed);
+        names = lua_gettop(L);
+        pushed++;
+        filled = collect_listed(L, index, listed, names, flags, pairs, count,
+                                &pushed);
+    }
+    size_t listed_filled = filled;
+
     lua_pushnil(L);
     while (lua_next(L, index)) {
+        if (listed > 0 && in_order_list(L, -2, listed, names)) {
+            lua_pop(L, 1);
+            continue;
+        }
         if (filled == count) {
             /* The table grew while we walked it (a __tostring did it). */
             lua_pop(L, 2);
@@ -228,12 +340,12 @@ int mlua_collect_pairs(lua_State *L, int index, int join_arrays,
         }
         mlua_pair *pair = &pairs[filled++];
         pair->key = pair_string(L, -2, 0, &pushed, &pair->key_length);
-        pair->value = pair_string(L, -1, join_arrays, &pushed,
+        pair->value = pair_string(L, -1, flags & MLUA_JOIN_ARRAYS, &pushed,
                                   &pair->value_length);
         lua_pop(L, 1);
     }
 
-    sort_pairs(pairs, filled);
+    sort_pairs(pairs + listed_filled, filled - listed_filled);
     *pairs_out = pairs;
     *count_out = filled;
     return pushed;

@@ -5,8 +5,9 @@
 -- prefix directory and configuration under MONLIGHT_TEST_WORK, drives
 -- requests with curl, and stops nginx by the PID in its pid file. It
 -- checks the request metrics and error reports the receiver got, that a
--- slow or dead collector does not slow requests down, and that init()
--- refuses to run in the master.
+-- slow or dead collector does not slow requests down, that init()
+-- refuses to run in the master, and that the configuration in
+-- docs/lua.md starts and records requests.
 --
 -- Needs nginx, the ndk and lua modules (/usr/lib/nginx/modules, or
 -- MONLIGHT_NGINX_MODULES) and the LuaJIT build of the module.
@@ -152,8 +153,9 @@ local function alive(pid)
     return helper.execute(string.format("kill -0 %d 2>/dev/null", pid))
 end
 
-local function error_log(nginx)
-    local file = io.open(nginx.prefix .. "/error.log", "r")
+-- Returns the text of a file, or "" when it cannot be read.
+local function read_file(path)
+    local file = io.open(path, "r")
     if not file then
         return ""
     end
@@ -162,16 +164,8 @@ local function error_log(nginx)
     return text
 end
 
--- Starts nginx and waits until it serves /static.
-local function start_nginx(nginx)
-    local ok = helper.execute(string.format("nginx -p %s -c %s 2>>%s/startup.log", helper.quote(nginx.prefix),
-                                            helper.quote(nginx.config_path), helper.quote(nginx.prefix)))
-    if not ok then
-        error("nginx did not start:\n" .. error_log(nginx), 2)
-    end
-    helper.wait_for(function()
-        return helper.execute(string.format("curl -s -f -o /dev/null %s/static", nginx.url))
-    end, 10, "nginx on port " .. nginx.port)
+local function error_log(nginx)
+    return read_file(nginx.prefix .. "/error.log")
 end
 
 -- Stops nginx gracefully (SIGQUIT: workers finish, and the engine delivers
@@ -188,6 +182,26 @@ local function stop_nginx(nginx)
     if not ok then
         helper.execute(string.format("kill -KILL %d", pid))
         error("nginx " .. pid .. " did not exit within 15 s of SIGQUIT", 2)
+    end
+end
+
+-- Starts nginx and waits until it serves nginx.ready_path (default
+-- /static). nginx.environment (variable assignments) goes before the
+-- command and nginx.arguments after it, both already quoted for the shell.
+local function start_nginx(nginx)
+    local command = string.format("%snginx -p %s -c %s%s 2>>%s/startup.log", nginx.environment or "",
+                                  helper.quote(nginx.prefix), helper.quote(nginx.config_path),
+                                  nginx.arguments or "", helper.quote(nginx.prefix))
+    if not helper.execute(command) then
+        error("nginx did not start:\n" .. read_file(nginx.prefix .. "/startup.log") .. error_log(nginx), 2)
+    end
+    local ready_url = nginx.url .. (nginx.ready_path or "/static")
+    local ready, err = pcall(helper.wait_for, function()
+        return helper.execute(string.format("curl -s -f -o /dev/null %s", helper.quote(ready_url)))
+    end, 10, "nginx to serve " .. ready_url)
+    if not ready then
+        stop_nginx(nginx)
+        error(tostring(err) .. "\n" .. error_log(nginx), 2)
     end
 end
 
@@ -239,6 +253,8 @@ end
 
 -- The prefix of the first case's nginx, whose error log a later case reads.
 local first_prefix
+-- The status of the first case's request that matched no location.
+local unmatched_status
 
 helper.test("requests recorded and errors reported", function()
     local nginx = with_nginx({ name = "nginx" }, function(nginx)
@@ -258,11 +274,16 @@ helper.test("requests recorded and errors reported", function()
             helper.equal(fail_body, '{"detail":"Internal server error"}', "/fail body")
         end
         helper.equal(request(nginx, "/fail-other"), 500, "/fail-other status")
+        -- No location matches, so nginx serves the server's root: 404, or
+        -- 403 when the workers may not read the prefix directory.
+        unmatched_status = request(nginx, "/no-such-location")
+        helper.truthy(unmatched_status == 404 or unmatched_status == 403,
+                      "/no-such-location status " .. tostring(unmatched_status))
 
-        -- 9 requests above, and at least one /static from start_nginx().
+        -- 10 requests above, and at least one /static from start_nginx().
         helper.wait_for(function()
-            return #project_metrics(nginx.project, "http_requests_total") >= 10
-        end, 10, "10 request counters")
+            return #project_metrics(nginx.project, "http_requests_total") >= 11
+        end, 10, "11 request counters")
         helper.wait_for(function()
             return #helper.errors_of(nginx.project) >= 3
         end, 10, "3 error reports")
@@ -277,7 +298,8 @@ local nginx_project = helper.unique("nginx")
 helper.test("request metrics labelled by route", function()
     local counts = {}
     for _, item in ipairs(project_metrics(nginx_project, "http_requests_total")) do
-        helper.equal(table.concat(helper.json.keys(item.labels), ","), "endpoint,method,status", "label order")
+        -- The order of the FastAPI and Rack integrations.
+        helper.equal(table.concat(helper.json.keys(item.labels), ","), "method,endpoint,status", "label order")
         counts[label_key(item)] = (counts[label_key(item)] or 0) + 1
     end
     helper.equal(counts["GET /users/{id} 200"], 2, "GET /users/{id} from the route variable")
@@ -285,6 +307,7 @@ helper.test("request metrics labelled by route", function()
     helper.equal(counts["GET ^/items/\\d+$ 200"], 1, "regex location name")
     helper.equal(counts["GET /fail 500"], 2, "exact location name, status 500")
     helper.equal(counts["GET /fail-other 500"], 1, "/fail-other")
+    helper.equal(counts["GET <unmatched> " .. tostring(unmatched_status)], 1, "request that matched no location")
     helper.truthy((counts["GET /static 200"] or 0) >= 1, "location without Lua content")
 
     local histograms = project_metrics(nginx_project, "http_request_duration_seconds")
@@ -405,6 +428,108 @@ helper.test("init refused in the master", function()
     local output = file:read("*a")
     file:close()
     helper.matches(output, "must be called from init_worker_by_lua", "nginx startup error")
+end)
+
+---------------------------------------------------------------------------
+-- The configuration in docs/lua.md
+---------------------------------------------------------------------------
+
+local DOC_PATH = absolute(tests_directory .. "/../../../docs/lua.md")
+
+-- Returns the nginx block of the OpenResty section of docs/lua.md.
+local function documented_config()
+    local text = read_file(DOC_PATH)
+    local section = text:match("\n## OpenResty\n(.-)\n## ")
+    if not section then
+        error("no OpenResty section in " .. DOC_PATH, 2)
+    end
+    local block = section:match("```nginx\n(.-)```")
+    if not block then
+        error("no ```nginx block in the OpenResty section of " .. DOC_PATH, 2)
+    end
+    return block
+end
+
+-- Replaces the plain text `from` with `to`, and raises unless `from`
+-- occurs exactly `expected` times, so that an edit of the documented
+-- configuration fails here instead of starting a different nginx.
+local function replace_exactly(text, from, to, expected)
+    local pattern = from:gsub("%p", "%%%0")
+    local result, count = text:gsub(pattern, (to:gsub("%%", "%%%%")))
+    if count ~= expected then
+        error(string.format("the nginx block in %s contains %q %d times, expected %d; update nginx_test.lua"
+                            .. " along with the documentation", DOC_PATH, from, count, expected), 2)
+    end
+    return result
+end
+
+-- What the test adds inside http {}: the documented configuration relies
+-- on the compiled-in paths for these, which are outside the prefix.
+local HTTP_FILES = [[
+    access_log off;
+    client_body_temp_path ${prefix}/tmp/body;
+    proxy_temp_path ${prefix}/tmp/proxy;
+    fastcgi_temp_path ${prefix}/tmp/fastcgi;
+    uwsgi_temp_path ${prefix}/tmp/uwsgi;
+    scgi_temp_path ${prefix}/tmp/scgi;
+]]
+
+helper.test("documented configuration works", function()
+    nginx_count = nginx_count + 1
+    local prefix = string.format("%s/nginx-%d", helper.work_directory, nginx_count)
+    assert(helper.execute("mkdir -p " .. helper.quote(prefix .. "/tmp")), "mkdir " .. prefix)
+    local nginx = {
+        prefix = prefix,
+        port = helper.free_port(),
+        project = helper.unique("nginx_doc"),
+        config_path = prefix .. "/nginx.conf",
+        ready_path = "/users/0",
+    }
+    nginx.url = "http://127.0.0.1:" .. nginx.port
+
+    local config = documented_config()
+    config = replace_exactly(config, "/usr/lib/nginx/modules/", modules_directory .. "/", 2)
+    config = replace_exactly(config, "/path/to/build/lua", absolute(build_directory) .. "/lua", 2)
+    -- The workers may run as another user (nobody, when the test runs as
+    -- root), so the application lives in the tests directory, not in the
+    -- private work directory.
+    config = replace_exactly(config, "/path/to/app", absolute(tests_directory) .. "/doc_app", 1)
+    config = replace_exactly(config, "listen 127.0.0.1:8080;", "listen 127.0.0.1:" .. nginx.port .. ";", 1)
+    config = replace_exactly(config, "http://127.0.0.1:5010", helper.url, 1)
+    config = replace_exactly(config, "http://127.0.0.1:5012", helper.url, 1)
+    config = replace_exactly(config, 'project = "shop"', 'project = "' .. nginx.project .. '"', 2)
+    config = replace_exactly(config, "\nhttp {\n", "\nhttp {\n" .. render(HTTP_FILES, { prefix = prefix }), 1)
+    local file = assert(io.open(nginx.config_path, "w"))
+    file:write(config)
+    file:close()
+
+    -- The API key reaches the workers only through the `env` directive.
+    -- pid and error_log, which the documented configuration leaves at
+    -- their compiled-in paths, go into the prefix.
+    nginx.environment = "MONLIGHT_API_KEY=" .. helper.quote(helper.api_key) .. " "
+    nginx.arguments = string.format(" -e %s -g %s", helper.quote(prefix .. "/error.log"),
+                                    helper.quote(string.format("pid %s/nginx.pid; error_log %s/error.log notice;",
+                                                               prefix, prefix)))
+    start_nginx(nginx)
+    local ok, err = xpcall(function()
+        local status, body = request(nginx, "/users/7")
+        helper.equal(status, 200, "/users/7 status")
+        helper.equal(body, "user 7\n", "/users/7 body")
+        helper.wait_for(function()
+            return #project_metrics(nginx.project, "http_requests_total") >= 2
+        end, 10, "request counters from the documented configuration")
+    end, debug.traceback)
+    stop_nginx(nginx)
+    assert(ok, err)
+
+    for _, item in ipairs(project_metrics(nginx.project, "http_requests_total")) do
+        helper.equal(table.concat(helper.json.keys(item.labels), ","), "method,endpoint,status", "label order")
+        helper.equal(label_key(item), "GET /users/{id} 200", "labels")
+    end
+    local log = error_log(nginx)
+    for _, bad in ipairs({ "[alert]", "[emerg]", "[crit]", "monlight:" }) do
+        helper.equal(log:find(bad, 1, true), nil, "error log line with " .. bad)
+    end
 end)
 
 helper.finish()

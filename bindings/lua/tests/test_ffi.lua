@@ -36,19 +36,28 @@ helper.test("fast path chosen automatically", function()
     end
 end)
 
+-- Label sets that both paths must send alike: plain tables, tables with
+-- an order list, and the cases that the FFI path hands to the C path.
+local LABEL_SETS = {
+    { method = "GET", endpoint = "/users/{id}", status = 200 },
+    { status = 200, method = "GET", endpoint = "/users/{id}" },
+    { quote = 'a"b', backslash = "c\\d" },
+    { number = 1.5, negative = -3, huge = 1e300, flag = true },
+    { utf8 = "caf\195\169", control = "tab\there" },
+    { bad = "x\255y" },
+    { [5] = "number key", ["6"] = "string key" },
+    { zero = 0, negative_zero = -0.0, nan = 0 / 0 },
+    { ["5"] = "string five", [5] = "number five" },
+    {},
+    { "method", "endpoint", "status", method = "GET", endpoint = "/users/{id}", status = 200 },
+    { "status", "1", "missing", "status", ["1"] = "string one", zeta = "z", a = "a", status = 404 },
+    { "5", [5] = "number five", a = 1 },
+    { "b", "a", a = "caf\195\169", b = 1 },
+    { "a", "b" },
+}
+
 helper.test_if(ffi_active, "the FFI path is not in use", "FFI and C send the same labels", function()
-    local label_sets = {
-        { method = "GET", endpoint = "/users/{id}", status = 200 },
-        { status = 200, method = "GET", endpoint = "/users/{id}" },
-        { quote = 'a"b', backslash = "c\\d" },
-        { number = 1.5, negative = -3, huge = 1e300, flag = true },
-        { utf8 = "caf\195\169", control = "tab\there" },
-        { bad = "x\255y" },
-        { [1] = "number key", ["2"] = "string key" },
-        { zero = 0, negative_zero = -0.0, nan = 0 / 0 },
-        { ["1"] = "string one", [1] = "number one" },
-        {},
-    }
+    local label_sets = LABEL_SETS
     local fast, slow = helper.unique("fast"), helper.unique("slow")
     local metrics = new_client()
     for _, labels in ipairs(label_sets) do
@@ -61,6 +70,31 @@ helper.test_if(ffi_active, "the FFI path is not in use", "FFI and C send the sam
     local slow_items = helper.wait_for_metrics(slow, #label_sets)
     for index = 1, #label_sets do
         helper.equal(labels_text(fast_items[index]), labels_text(slow_items[index]), "label set " .. index)
+    end
+end)
+
+-- The engine admits one label set per metric name here, and records any
+-- other one as {"monlight_overflow":"true"}. It compares label sets by
+-- their JSON text, so the C call is admitted only when its text has the
+-- same bytes as the FFI call's.
+helper.test_if(ffi_active, "the FFI path is not in use", "FFI and C label text byte-identical", function()
+    local metrics = monlight.MetricsClient.new({
+        base_url = helper.url, api_key = helper.api_key, max_label_sets = 1,
+    })
+    local names = {}
+    for index, labels in ipairs(LABEL_SETS) do
+        names[index] = helper.unique("same_bytes_" .. index)
+        helper.equal(metrics:counter(names[index], labels), true, "FFI counter() " .. index)
+        helper.equal(monlight._c.counter(metrics, names[index], labels), true, "C counter() " .. index)
+    end
+    helper.equal(metrics:flush(), true, "flush()")
+
+    for index, name in ipairs(names) do
+        local items = helper.wait_for_metrics(name, 2)
+        helper.equal(#items, 2, "items of label set " .. index)
+        helper.equal(items[2].labels and items[2].labels.monlight_overflow, nil,
+                     "label set " .. index .. " recorded as overflow: the C text differs from the FFI text")
+        helper.equal(labels_text(items[2]), labels_text(items[1]), "label set " .. index)
     end
 end)
 

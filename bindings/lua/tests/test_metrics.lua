@@ -84,6 +84,74 @@ helper.test("label order independent of insertion", function()
     helper.equal(label_keys(items[2]), expected, "second label order")
 end)
 
+helper.test("order list gives label order", function()
+    local name = helper.unique("order_list")
+    local metrics = new_client()
+    local cases = {
+        { "the listed order", "method,endpoint,status",
+          { "method", "endpoint", "status", method = "GET", endpoint = "/x", status = 200 } },
+        { "unlisted keys follow sorted", "status,method,a,b,zeta",
+          { "status", "method", zeta = 1, b = 2, a = 3, method = "GET", status = 200 } },
+        { "missing listed key skipped", "b,a", { "missing", "b", b = 1, a = 2 } },
+        { "key listed twice sent once", "b,a", { "b", "b", "a", a = 1, b = 2 } },
+        { "list ends at the first nil", "b,3,a", { "b", nil, "a", a = 1, b = 2 } },
+        { "more than the stack buffer", "k20,k01,k02,k03,k04,k05,k06,k07,k08,k09,k10,k11,k12,k13,k14,k15,k16,k17,k18,k19",
+          { "k20", k01 = 1, k02 = 2, k03 = 3, k04 = 4, k05 = 5, k06 = 6, k07 = 7, k08 = 8, k09 = 9, k10 = 10,
+            k11 = 11, k12 = 12, k13 = 13, k14 = 14, k15 = 15, k16 = 16, k17 = 17, k18 = 18, k19 = 19, k20 = 20 } },
+    }
+    for _, case in ipairs(cases) do
+        helper.equal(metrics:counter(name, case[3]), true, case[1] .. ": counter()")
+    end
+    helper.equal(metrics:counter(name, { "a", "b" }), true, "order list alone: counter()")
+    metrics:flush()
+
+    local items = helper.wait_for_metrics(name, #cases + 1)
+    for index, case in ipairs(cases) do
+        helper.equal(label_keys(items[index]), case[2], case[1])
+    end
+    helper.equal(items[1].labels.status, "200", "listed value through tostring")
+    helper.equal(items[5].labels["3"], "a", "entry after the nil is a label")
+    helper.equal(items[#cases + 1].labels, nil, "order list alone sends no labels")
+end)
+
+helper.test("order list cached per order", function()
+    local name = helper.unique("order_list_cache")
+    local metrics = new_client()
+    local orders = { { "a", "b" }, { "b", "a" }, { "a", "b" }, {}, { "b", "a" } }
+    for _, order in ipairs(orders) do
+        local labels = { a = 1, b = 2 }
+        for index, key in ipairs(order) do
+            labels[index] = key
+        end
+        helper.equal(metrics:counter(name, labels), true, "counter()")
+    end
+    metrics:flush()
+
+    local items = helper.wait_for_metrics(name, #orders)
+    helper.equal(label_keys(items[1]), "a,b", "first a, b")
+    helper.equal(label_keys(items[2]), "b,a", "first b, a")
+    helper.equal(label_keys(items[3]), "a,b", "a, b again")
+    helper.equal(label_keys(items[4]), "a,b", "no order list")
+    helper.equal(label_keys(items[5]), "b,a", "b, a again")
+end)
+
+helper.test("order list entries must be strings", function()
+    local metrics = new_client()
+    local cases = {
+        { "number entry", { 200 }, "labels[1] is a number" },
+        { "number after a name", { "a", 2, a = 1 }, "labels[2] is a number" },
+        { "table entry", { {}, a = 1 }, "labels[1] is a table" },
+    }
+    for _, case in ipairs(cases) do
+        local ok, reason, status = metrics:counter(helper.unique("bad_order"), case[2])
+        helper.equal(ok, nil, case[1] .. ": first result")
+        helper.truthy(type(reason) == "string" and reason:find(case[3], 1, true), case[1] .. ": reason names the entry")
+        helper.matches(reason, "must be strings", case[1] .. ": reason")
+        helper.equal(status, "INVALID_ARGUMENT", case[1] .. ": status")
+    end
+    helper.equal(metrics:stats().dropped, #cases, "rejected label tables counted as dropped")
+end)
+
 helper.test("more labels than the stack buffer", function()
     local name = helper.unique("many_labels")
     local metrics = new_client()
@@ -146,6 +214,7 @@ helper.test("bad arguments return nil and reason", function()
         { "long name", function() return metrics:counter(("n"):rep(201)) end, "over 200 bytes" },
         { "NaN value", function() return metrics:gauge("g", 0 / 0) end, "not a finite number" },
         { "infinite value", function() return metrics:histogram("h", math.huge) end, "not a finite number" },
+        { "order list entry not a string", function() return metrics:counter("c", { 1 }) end, "must be strings" },
     }
     for _, case in ipairs(cases) do
         local ok, result, reason, status = pcall(case[2])
@@ -154,7 +223,9 @@ helper.test("bad arguments return nil and reason", function()
         helper.matches(reason, case[3], case[1] .. ": reason")
         helper.equal(status, "INVALID_ARGUMENT", case[1] .. ": status")
     end
-    helper.equal(metrics:stats().dropped, 4, "metrics the engine refused, counted as dropped")
+    -- This module rejects some of the cases and the engine the others.
+    -- stats() counts both.
+    helper.equal(metrics:stats().dropped, #cases, "rejected metrics counted as dropped")
 
     -- The engine keeps the message of the last refused metric; a later
     -- failure of another kind must not report it.
