@@ -176,8 +176,12 @@ typedef enum monlight_option {
                                            synchronously with a retryable
                                            error to the background queue;
                                            0 gives it up */
-    MONLIGHT_OPT_RETRY_MAX_DELAY = 27   /* seconds, cap of the retry
+    MONLIGHT_OPT_RETRY_MAX_DELAY = 27,  /* seconds, cap of the retry
                                            backoff; default 60 */
+    MONLIGHT_OPT_MAX_BUFFERED_BYTES = 28 /* metrics: bytes of JSON kept for
+                                           delivery and retry, so that huge
+                                           labels cannot exhaust memory;
+                                           default 64 MiB */
 } monlight_option;
 
 /* Creates an options object with every default set, or NULL when memory

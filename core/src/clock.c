@@ -90,9 +90,15 @@ int ml_cond_init_monotonic(pthread_cond_t *cond)
 double ml_backoff_delay(int attempt, double max_delay, double retry_after)
 {
     /* A server's own figure wins, even over the cap: retrying earlier than
-     * it asked only earns another 429. */
-    if (retry_after > 0)
-        return retry_after;
+     * it asked only earns another 429. It is kept between one second (the
+     * services count in whole seconds, and a tiny figure would make a
+     * client hammer them) and an hour (so that one answer cannot park the
+     * queue for days). */
+    if (retry_after > 0) {
+        if (retry_after < ML_RETRY_AFTER_MIN)
+            return ML_RETRY_AFTER_MIN;
+        return retry_after > ML_RETRY_AFTER_MAX ? ML_RETRY_AFTER_MAX : retry_after;
+    }
 
     double ceiling = ldexp(1.0, attempt > 30 ? 30 : attempt - 1);
     if (ceiling > max_delay)

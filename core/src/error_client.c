@@ -113,7 +113,7 @@ static void send_once(monlight_error_client *client, const char *body,
         return;
     }
     ml_core_set_last_error(&client->core, "sending an error report to %s failed: %s",
-                   client->core.config.endpoint_url, response->detail);
+                   client->core.config.display_url, response->detail);
 }
 
 /* ------------------------------------------------------------------ */
@@ -162,7 +162,7 @@ static void *delivery_thread(void *argument)
                    MONLIGHT_LOG_WARNING,
                    "error report: sending to %s failed: %s; retrying in "
                    "%.1f s",
-                   client->core.config.endpoint_url, response.detail, delay);
+                   client->core.config.display_url, response.detail, delay);
             pthread_mutex_lock(&client->core.lock);
             continue;
         }
@@ -181,7 +181,7 @@ static void *delivery_thread(void *argument)
             ml_log(&client->core.config.logger, &client->core.limiter,
                    MONLIGHT_LOG_WARNING,
                    "error report: sending to %s failed: %s; not retried",
-                   client->core.config.endpoint_url, response.detail);
+                   client->core.config.display_url, response.detail);
         }
         finish(item, response.status);
         pthread_mutex_lock(&client->core.lock);
@@ -296,7 +296,7 @@ monlight_status monlight_error_client_send(monlight_error_client *client,
                        MONLIGHT_LOG_WARNING,
                        "error report: sending to %s failed: %s; retrying in "
                        "the background",
-                       client->core.config.endpoint_url, response.detail);
+                       client->core.config.display_url, response.detail);
                 return MONLIGHT_RETRY_SCHEDULED;
             }
             free(item);
@@ -307,7 +307,7 @@ monlight_status monlight_error_client_send(monlight_error_client *client,
     atomic_fetch_add(&client->core.failed, 1);
     ml_log(&client->core.config.logger, &client->core.limiter, MONLIGHT_LOG_WARNING,
            "error report: sending to %s failed: %s",
-           client->core.config.endpoint_url, response.detail);
+           client->core.config.display_url, response.detail);
     return response.status;
 }
 
@@ -435,15 +435,17 @@ static monlight_status shutdown_until(monlight_error_client *client,
         finish(item, response.status);
     }
 
-    pthread_mutex_lock(&client->core.lock);
-    client->shut_down = true;
-    pthread_cond_broadcast(&client->core.wake);
-    pthread_mutex_unlock(&client->core.lock);
+    /* Nothing touches the client after the broadcast: a second shutdown
+     * waiting for it may go on to free the client. */
     if (abandoned > 0)
         ml_log(&client->core.config.logger, NULL, MONLIGHT_LOG_WARNING,
                "error reports: %zu could not be delivered before the shutdown "
                "deadline and were dropped",
                abandoned);
+    pthread_mutex_lock(&client->core.lock);
+    client->shut_down = true;
+    pthread_cond_broadcast(&client->core.wake);
+    pthread_mutex_unlock(&client->core.lock);
     return MONLIGHT_OK;
 }
 

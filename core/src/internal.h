@@ -119,6 +119,7 @@ struct monlight_options {
     double max_label_sets;
     double background_retry;
     double retry_max_delay;
+    double max_buffered_bytes;
     char **excluded_headers; /* lower-cased copies */
     size_t excluded_count;
     ml_logger logger;
@@ -129,6 +130,7 @@ struct monlight_options {
 typedef struct ml_config {
     char *base_url;
     char *endpoint_url; /* base_url + "/api/errors" or "/api/metrics" */
+    char *display_url;  /* endpoint_url without user:password@, for logs */
     char *api_key;
     char *project;
     char *environment;
@@ -141,6 +143,7 @@ typedef struct ml_config {
     size_t max_label_sets;
     bool background_retry;
     double retry_max_delay;
+    size_t max_buffered_bytes;
     char **excluded_headers;
     size_t excluded_count;
     ml_logger logger;
@@ -206,6 +209,10 @@ int ml_cond_init_monotonic(pthread_cond_t *cond);
  * exponential from one second with full jitter, capped at max_delay, or
  * the server's retry_after when it gave one. */
 double ml_backoff_delay(int attempt, double max_delay, double retry_after);
+
+/* Bounds applied to a server's retry_after, in seconds. */
+#define ML_RETRY_AFTER_MIN 1.0
+#define ML_RETRY_AFTER_MAX 3600.0
 
 /* ------------------------------------------------------------------ */
 /* Transport (transport.c)                                            */

@@ -41,6 +41,7 @@ struct monlight_metrics_client {
     ml_batch *head;       /* oldest batch; records go to the tail */
     ml_batch *tail;
     size_t buffered;  /* metrics in the queue */
+    size_t buffered_bytes; /* their JSON body sizes, an upper bound */
     size_t in_flight; /* metrics taken by a sender */
 
     uint64_t *window_series; /* open addressing set of series hashes */
@@ -255,11 +256,13 @@ static monlight_status start_thread_locked(monlight_metrics_client *client);
 static size_t enforce_cap_locked(monlight_metrics_client *client)
 {
     size_t dropped = 0;
-    while (client->buffered > client->core.config.max_buffered &&
+    while ((client->buffered > client->core.config.max_buffered ||
+            client->buffered_bytes > client->core.config.max_buffered_bytes) &&
            client->head && client->head != client->tail) {
         ml_batch *oldest = client->head;
         client->head = oldest->next;
         client->buffered -= oldest->count;
+        client->buffered_bytes -= oldest->body_size;
         dropped += oldest->count;
         ml_batch_free(oldest);
     }
@@ -420,9 +423,11 @@ static const char *append_locked(monlight_metrics_client *client,
         }
     }
 
+    size_t size_before = batch->body_size;
     if (!ml_batch_append(batch, series, value, timestamp, entry_size))
         return "out of memory";
     client->buffered++;
+    client->buffered_bytes += batch->body_size - size_before;
     return NULL;
 }
 
@@ -465,7 +470,7 @@ static monlight_status record(monlight_metrics_client *client,
         snprintf(client->core.last_error, sizeof client->core.last_error,
                  "metric not recorded: the client is shut down");
     } else {
-        if (client->started && !client->thread_running)
+        if (client->started && !client->thread_running && !client->shutting_down)
             start_thread_locked(client); /* first record in a forked child */
         reason = append_locked(client, &key, value, timestamp, labels_trusted,
                                &warning);
@@ -476,9 +481,10 @@ static monlight_status record(monlight_metrics_client *client,
     size_t dropped = reason || status != MONLIGHT_OK ? 0 : enforce_cap_locked(client);
     if (dropped && !warning.set) {
         snprintf(warning.text, sizeof warning.text,
-                 "metrics buffer over max_buffered (%zu); dropped the %zu "
-                 "oldest metrics",
-                 client->core.config.max_buffered, dropped);
+                 "metrics buffer over max_buffered (%zu metrics) or "
+                 "max_buffered_bytes (%zu); dropped the %zu oldest metrics",
+                 client->core.config.max_buffered,
+                 client->core.config.max_buffered_bytes, dropped);
         warning.set = true;
     }
     if (client->thread_running &&
@@ -623,6 +629,7 @@ static ml_batch *take_batches_locked(monlight_metrics_client *client,
             *taken_end = batch;
             taken_end = &batch->next;
             client->buffered -= batch->count;
+            client->buffered_bytes -= batch->body_size;
             client->in_flight += batch->count;
         } else {
             *kept_end = batch;
@@ -645,15 +652,18 @@ static void requeue_locked(monlight_metrics_client *client, ml_batch *batches)
         return;
     ml_batch *last = batches;
     size_t count = last->count;
+    size_t bytes = last->body_size;
     while (last->next) {
         last = last->next;
         count += last->count;
+        bytes += last->body_size;
     }
     last->next = client->head;
     client->head = batches;
     if (!client->tail)
         client->tail = last;
     client->buffered += count;
+    client->buffered_bytes += bytes;
 }
 
 static size_t batch_list_count(const ml_batch *batch)
@@ -725,7 +735,7 @@ static monlight_status send_batches(monlight_metrics_client *client,
                    MONLIGHT_LOG_WARNING,
                    "metrics: sending %u metrics to %s failed: %s; retrying "
                    "in %.1f s",
-                   batch->count, client->core.config.endpoint_url, response.detail,
+                   batch->count, client->core.config.display_url, response.detail,
                    delay);
             result = MONLIGHT_RETRY_SCHEDULED;
             ml_core_set_last_error(&client->core, "sending metrics failed: %s",
@@ -744,12 +754,20 @@ static monlight_status send_batches(monlight_metrics_client *client,
             continue;
         }
 
+        /* A server that timed out on this batch would time out on the
+         * next ones too: they wait, unsent, for the next flush, so that a
+         * flush takes at most about one timeout. */
+        if (response.status == MONLIGHT_TIMED_OUT && list) {
+            *retry_end = list;
+            list = NULL;
+        }
+
         bool aborted = response.status == MONLIGHT_ABORTED;
         atomic_fetch_add(aborted ? &client->core.dropped : &client->core.failed,
                          batch->count);
         ml_log(&client->core.config.logger, &client->core.limiter, MONLIGHT_LOG_WARNING,
                "metrics: sending %u metrics to %s failed: %s; %s", batch->count,
-               client->core.config.endpoint_url, response.detail,
+               client->core.config.display_url, response.detail,
                aborted ? "dropped at the shutdown deadline" : "not retried");
         ml_core_set_last_error(&client->core, "sending metrics failed: %s", response.detail);
         ml_batch_free(batch);
@@ -766,6 +784,8 @@ static monlight_status send_batches(monlight_metrics_client *client,
         retry = NULL;
     }
     requeue_locked(client, retry);
+    /* The flush thread recomputes when to wake for the requeued batches. */
+    pthread_cond_signal(&client->core.wake);
     pthread_mutex_unlock(&client->core.lock);
     return result;
 }
@@ -845,7 +865,8 @@ monlight_status monlight_metrics_client_start(monlight_metrics_client *client)
 
     monlight_status status = MONLIGHT_OK;
     pthread_mutex_lock(&client->core.lock);
-    if (client->shut_down) {
+    if (client->shut_down || client->shutting_down) {
+        /* A thread started now would outlive the shutdown's join. */
         status = MONLIGHT_SHUT_DOWN;
         snprintf(client->core.last_error, sizeof client->core.last_error,
                  "start failed: the client is shut down");
@@ -971,15 +992,17 @@ static monlight_status shutdown_until(monlight_metrics_client *client,
 
     final_flush(client, deadline);
 
+    /* Metrics recorded during the final flush are dropped and counted.
+     * Nothing touches the client after the broadcast: a second shutdown
+     * waiting for it may go on to free the client. */
     pthread_mutex_lock(&client->core.lock);
     client->shut_down = true;
     ml_batch *late = take_batches_locked(client, false, 0);
-    client->in_flight -= batch_list_count(late);
+    size_t late_count = batch_list_count(late);
+    client->in_flight -= late_count;
+    atomic_fetch_add(&client->core.dropped, late_count);
     pthread_cond_broadcast(&client->core.wake);
     pthread_mutex_unlock(&client->core.lock);
-    size_t late_count = batch_list_count(late);
-    if (late_count)
-        atomic_fetch_add(&client->core.dropped, late_count);
     free_batch_list(late);
     return MONLIGHT_OK;
 }
@@ -1059,6 +1082,7 @@ static void hook_child_after_fork(ml_client *base)
     free_batch_list(client->head);
     client->head = client->tail = NULL;
     client->buffered = 0;
+    client->buffered_bytes = 0;
     client->in_flight = 0;
     window_reset(client);
     client->thread_running = false;

@@ -12,6 +12,10 @@
 #include <string.h>
 #include <strings.h>
 
+/* The largest value a number option takes: a billion metrics, or about
+ * 31 years of seconds. */
+#define OPTION_NUMBER_MAX 1e9
+
 static const char *const pii_headers[] = {
     "authorization", "cookie", "set-cookie", "x-api-key",
 };
@@ -54,6 +58,7 @@ monlight_options *monlight_options_new(void)
     options->max_label_sets = 1000;
     options->background_retry = 1;
     options->retry_max_delay = 60.0;
+    options->max_buffered_bytes = 64.0 * 1024 * 1024;
     return options;
 }
 
@@ -215,6 +220,11 @@ monlight_status monlight_options_set_number(monlight_options *options,
     case MONLIGHT_OPT_BACKGROUND_RETRY:
         options->background_retry = value != 0;
         return MONLIGHT_OK;
+    case MONLIGHT_OPT_MAX_BUFFERED_BYTES:
+        /* At least one full batch, so that any metric can be kept. */
+        slot = &options->max_buffered_bytes, name = "max_buffered_bytes",
+        minimum = ML_METRICS_BODY_MAX, minimum_allowed = true;
+        break;
     case MONLIGHT_OPT_RETRY_MAX_DELAY:
         slot = &options->retry_max_delay, name = "retry_max_delay",
         minimum = 0, minimum_allowed = false;
@@ -228,6 +238,12 @@ monlight_status monlight_options_set_number(monlight_options *options,
         return fail(options, MONLIGHT_INVALID_ARGUMENT,
                     "invalid %s %g: must be %s %g", name, value,
                     minimum_allowed ? "at least" : "greater than", minimum);
+    /* Counts become size_t and durations are added to clock readings: a
+     * bound keeps both conversions defined. */
+    if (value > OPTION_NUMBER_MAX)
+        return fail(options, MONLIGHT_INVALID_ARGUMENT,
+                    "invalid %s %g: must be at most %g", name, value,
+                    OPTION_NUMBER_MAX);
     *slot = value;
     return MONLIGHT_OK;
 }
@@ -278,6 +294,24 @@ static char *copy_or_null(const char *value)
     return value ? copy_text(value, strlen(value)) : NULL;
 }
 
+/* Copies a URL without the user:password@ part, which must never reach
+ * a log line. */
+static char *display_copy(const char *url)
+{
+    const char *authority = strstr(url, "://");
+    char *copy = copy_or_null(url);
+    if (!authority || !copy)
+        return copy;
+    authority += 3;
+    size_t authority_length = strcspn(authority, "/?#");
+    const char *at = memchr(authority, '@', authority_length);
+    if (at) {
+        size_t prefix = (size_t)(authority - url);
+        memmove(copy + prefix, at + 1, strlen(at + 1) + 1);
+    }
+    return copy;
+}
+
 monlight_status ml_config_init(ml_config *config, monlight_options *options,
                                const char *path)
 {
@@ -299,6 +333,8 @@ monlight_status ml_config_init(ml_config *config, monlight_options *options,
         snprintf(config->endpoint_url, url_length, "%s%s", options->base_url,
                  path);
 
+    config->display_url = config->endpoint_url ? display_copy(config->endpoint_url) : NULL;
+
     config->timeout = options->timeout;
     config->flush_interval = options->flush_interval;
     config->max_buffered = (size_t)options->max_buffered;
@@ -307,10 +343,11 @@ monlight_status ml_config_init(ml_config *config, monlight_options *options,
     config->max_label_sets = (size_t)options->max_label_sets;
     config->background_retry = options->background_retry != 0;
     config->retry_max_delay = options->retry_max_delay;
+    config->max_buffered_bytes = (size_t)options->max_buffered_bytes;
     config->logger = options->logger;
 
     bool copied = config->base_url && config->api_key &&
-                  config->endpoint_url &&
+                  config->endpoint_url && config->display_url &&
                   (!options->project || config->project) &&
                   (!options->environment || config->environment) &&
                   (!options->ca_bundle || config->ca_bundle);
@@ -336,6 +373,7 @@ void ml_config_free(ml_config *config)
 {
     free(config->base_url);
     free(config->endpoint_url);
+    free(config->display_url);
     free(config->api_key);
     free(config->project);
     free(config->environment);

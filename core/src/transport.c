@@ -104,8 +104,10 @@ static double retry_after_from_body(const char *body)
     return isfinite(seconds) && seconds > 0 ? seconds : 0;
 }
 
-/* Copies the start of an answer as one printable line, for warnings. */
-static void quote_answer(const answer_sink *sink, char *out)
+/* Copies the start of an answer as one printable line, for warnings. A
+ * proxy may echo the request, so the API key is masked wherever it
+ * appears. */
+static void quote_answer(const answer_sink *sink, const char *api_key, char *out)
 {
     size_t n = sink->length < ML_ANSWER_QUOTE_MAX ? sink->length
                                                   : ML_ANSWER_QUOTE_MAX;
@@ -114,6 +116,21 @@ static void quote_answer(const answer_sink *sink, char *out)
         out[i] = (c < 0x20 || c == 0x7F) ? ' ' : (char)c;
     }
     out[n] = '\0';
+
+    /* The key is searched in the whole kept answer, so that a key cut by
+     * the quote's end is masked too. */
+    size_t key_length = strlen(api_key);
+    for (size_t i = 0; key_length > 0 && i < sink->length; i++) {
+        size_t match = 0;
+        while (match < key_length && i + match < sink->length &&
+               sink->data[i + match] == api_key[match])
+            match++;
+        if (match == key_length || (i + match == sink->length && match >= 4)) {
+            for (size_t j = i; j < i + match && j < n; j++)
+                out[j] = '*';
+            i += match - 1;
+        }
+    }
 }
 
 /*
@@ -124,7 +141,8 @@ static void quote_answer(const answer_sink *sink, char *out)
  * went out may have been stored, so retrying could count it twice.
  */
 static void classify(CURL *handle, CURLcode code, const answer_sink *sink,
-                     const char *error_buffer, ml_response *response)
+                     const char *error_buffer, const char *api_key,
+                     ml_response *response)
 {
     long request_bytes = 0;
     curl_easy_getinfo(handle, CURLINFO_REQUEST_SIZE, &request_bytes);
@@ -160,7 +178,7 @@ static void classify(CURL *handle, CURLcode code, const answer_sink *sink,
     }
 
     curl_easy_getinfo(handle, CURLINFO_RESPONSE_CODE, &response->http_status);
-    quote_answer(sink, response->answer);
+    quote_answer(sink, api_key, response->answer);
     if (response->http_status >= 200 && response->http_status < 300) {
         response->status = MONLIGHT_OK;
         return;
@@ -261,7 +279,7 @@ static void perform(curl_transport *transport, const char *url,
     }
 
     CURLcode code = curl_easy_perform(handle);
-    classify(handle, code, &sink, error_buffer, response);
+    classify(handle, code, &sink, error_buffer, transport->config->api_key, response);
 
     /* A timeout shortened to meet the shutdown deadline is that deadline
      * passing, not the server being slow. */

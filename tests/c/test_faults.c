@@ -278,6 +278,49 @@ static void shutdown_deadline_aborts_error_queue(void **state)
     monlight_report_free(report);
 }
 
+static void credentials_in_url_never_logged(void **state)
+{
+    fixture *f = *state;
+    char url[128];
+    snprintf(url, sizeof url, "http://user:hunter2@127.0.0.1:%d", f->receiver.port);
+    monlight_options *options = test_options(&f->receiver, f->log);
+    monlight_options_set_string(options, MONLIGHT_OPT_BASE_URL, url, strlen(url));
+    monlight_error_client *client = NULL;
+    monlight_error_client_new(options, &client);
+    monlight_options_free(options);
+    monlight_report *report = sample_report();
+
+    receiver_control(&f->receiver, "{\"fail_next\": 1, \"status\": 500}");
+    assert_int_equal(monlight_error_client_send(client, report), MONLIGHT_HTTP_ERROR);
+    char reason[512];
+    monlight_error_client_last_error(client, reason, sizeof reason);
+    assert_non_null(strstr(reason, "http://127.0.0.1:"));
+    assert_null(strstr(reason, "hunter2"));
+    assert_true(test_log_contains(f->log, "HTTP 500"));
+    assert_false(test_log_contains(f->log, "hunter2"));
+    monlight_report_free(report);
+    monlight_error_client_free(client);
+}
+
+static void flush_stops_after_a_timeout(void **state)
+{
+    fixture *f = *state;
+    monlight_metrics_client *client = metrics_client(f, 0.5, 0.2);
+    receiver_control(&f->receiver, "{\"delay\": 3, \"delay_next\": 10}");
+    for (int i = 0; i < 3000; i++)
+        monlight_gauge(client, "sequence", i, NULL, 0);
+
+    double started = test_now();
+    assert_int_equal(monlight_metrics_client_flush(client), MONLIGHT_TIMED_OUT);
+    assert_true(test_now() - started < 1.5);
+    /* The batch that timed out may have been stored: it counts as failed.
+     * The two behind it were never sent and stay for the next flush. */
+    assert_int_equal(monlight_metrics_client_stat(client, MONLIGHT_STAT_FAILED), 1000);
+    assert_int_equal(monlight_metrics_client_stat(client, MONLIGHT_STAT_PENDING), 2000);
+    receiver_control(&f->receiver, "{\"reset\": true}");
+    monlight_metrics_client_free(client);
+}
+
 #define TEST(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -293,6 +336,8 @@ int main(void)
         TEST(slow_tracker_releases_caller_on_time),
         TEST(shutdown_deadline_aborts_dead_collector),
         TEST(shutdown_deadline_aborts_error_queue),
+        TEST(credentials_in_url_never_logged),
+        TEST(flush_stops_after_a_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -317,7 +317,7 @@ static void buffer_cap_drops_oldest(void **state)
     uint64_t dropped = monlight_metrics_client_stat(f->client, MONLIGHT_STAT_DROPPED);
     assert_int_equal(dropped, 3000);
     assert_int_equal(monlight_metrics_client_stat(f->client, MONLIGHT_STAT_PENDING), 2000);
-    assert_true(test_log_contains(f->log, "max_buffered"));
+    assert_true(test_log_contains(f->log, "max_buffered ("));
     assert_int_equal(monlight_metrics_client_flush(f->client), MONLIGHT_OK);
 
     /* The newest metrics are the ones kept. */
@@ -326,6 +326,29 @@ static void buffer_cap_drops_oldest(void **state)
     assert_true(cJSON_GetObjectItem(cJSON_GetArrayItem(metrics, 0), "value")->valueint
                 == 3000);
     cJSON_Delete(metrics);
+}
+
+static void byte_cap_drops_oldest_wide_metrics(void **state)
+{
+    fixture *f = *state;
+    client_with(f, MONLIGHT_OPT_MAX_BUFFERED_BYTES, 1024 * 1024);
+    char *wide = malloc(100001);
+    memset(wide, 'w', 100000);
+    wide[100000] = '\0';
+    monlight_label label = {"blob", 4, wide, 100000};
+    for (int i = 0; i < 40; i++)
+        monlight_gauge(f->client, "wide", i, &label, 1);
+    free(wide);
+
+    /* 40 metrics of about 100 KB: at most about 1 MiB plus the newest
+     * batch may stay. */
+    uint64_t pending = monlight_metrics_client_stat(f->client, MONLIGHT_STAT_PENDING);
+    uint64_t dropped = monlight_metrics_client_stat(f->client, MONLIGHT_STAT_DROPPED);
+    assert_true(pending <= 16);
+    assert_int_equal(pending + dropped, 40);
+    assert_true(test_log_contains(f->log, "max_buffered_bytes"));
+    assert_int_equal(monlight_metrics_client_flush(f->client), MONLIGHT_OK);
+    assert_int_equal(monlight_metrics_client_stat(f->client, MONLIGHT_STAT_DELIVERED), pending);
 }
 
 static void start_flushes_on_interval(void **state)
@@ -427,6 +450,7 @@ int main(void)
         TEST(labels_with_invalid_utf8_are_repaired),
         TEST(cardinality_guard_folds_extra_label_sets),
         TEST(buffer_cap_drops_oldest),
+        TEST(byte_cap_drops_oldest_wide_metrics),
         TEST(start_flushes_on_interval),
         TEST(shutdown_delivers_buffered),
         TEST(wrong_key_fails_with_quoted_answer),

@@ -116,6 +116,36 @@ static void exit_does_not_hang_on_dead_collector(void **state)
     receiver_control(&f->receiver, "{\"reset\": true}");
 }
 
+static void exit_deadline_is_shared_by_all_clients(void **state)
+{
+    fixture *f = *state;
+    receiver_control(&f->receiver, "{\"delay\": 30, \"delay_next\": 20}");
+    pid_t pid = fork();
+    if (pid == 0) {
+        monlight_options *options = test_options(&f->receiver, NULL);
+        monlight_options_set_number(options, MONLIGHT_OPT_TIMEOUT, 60);
+        monlight_options_set_number(options, MONLIGHT_OPT_EXIT_DEADLINE, 1);
+        monlight_options_set_log(options, test_log_callback, test_log_new());
+        monlight_report *report = sample_report();
+        for (int i = 0; i < 6; i++) {
+            monlight_error_client *errors = NULL;
+            monlight_error_client_new(options, &errors);
+            monlight_error_client_enqueue(errors, report, NULL, NULL);
+        }
+        monlight_options_free(options);
+        /* Let every request reach the slow tracker before exiting. */
+        struct timespec pause = {0, 300000000};
+        nanosleep(&pause, NULL);
+        exit(0);
+    }
+    double elapsed;
+    assert_int_equal(wait_child(pid, &elapsed), 0);
+    /* One deadline for all six, plus libcurl's progress callback, which
+     * runs about once a second on a transfer that receives nothing. */
+    assert_true(elapsed < 3.5);
+    receiver_control(&f->receiver, "{\"reset\": true}");
+}
+
 static void fork_child_delivers_its_own_metrics_once(void **state)
 {
     fixture *f = *state;
@@ -166,6 +196,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         TEST(exit_delivers_without_shutdown),
         TEST(exit_does_not_hang_on_dead_collector),
+        TEST(exit_deadline_is_shared_by_all_clients),
         TEST(fork_child_delivers_its_own_metrics_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
