@@ -79,6 +79,11 @@ static cJSON *table_to_json(lua_State *L, int index, int depth)
  */
 static cJSON *value_to_json(lua_State *L, int index, int depth)
 {
+    /* Each nesting level keeps a few values on the Lua stack; Lua only
+     * guarantees LUA_MINSTACK free slots, so ask for room first. */
+    if (!lua_checkstack(L, 8))
+        return cJSON_CreateString("<too deep>");
+
     switch (lua_type(L, index)) {
     case LUA_TNIL:
         return cJSON_CreateNull();

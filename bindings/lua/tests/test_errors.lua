@@ -200,6 +200,18 @@ helper.test("extra that is not a table", function()
     helper.equal(events[2].report.extra.value[2], "b", "array extra")
 end)
 
+helper.test("cyclic extra is cut, not fatal", function()
+    local project = helper.unique("cyclic")
+    local errors = new_client(project)
+    local node = { name = "order" }
+    node.parent = node
+    local ok, reason = errors:report_error_sync("payment failed", { extra = node })
+    helper.equal(ok, true, reason)
+    local events = helper.errors_of(project)
+    helper.equal(events[1].report.extra.name, "order", "first level kept")
+    helper.equal(events[1].report.extra.parent.parent.name, "order", "nested levels kept")
+end)
+
 helper.test("deep stack traceback is trimmed", function()
     local project = helper.unique("deep")
     local errors = new_client(project)
