@@ -20,6 +20,7 @@ import asyncio
 import atexit
 import logging
 import os
+import sys
 import threading
 import weakref
 from typing import Any, Callable
@@ -206,7 +207,9 @@ class Options:
     def set_string(self, option: int, name: str, value: Any) -> None:
         """Set a string option, raising ValueError with the engine's reason if it is invalid."""
         if not isinstance(value, str):
-            raise ValueError(f"{self.owner}: invalid {name} {value!r}: expected a string")
+            # The value itself is never shown: it may be the API key.
+            raise ValueError(f"{self.owner}: invalid {name}: expected a string, "
+                             f"got {type(value).__name__}")
         encoded = value.encode("utf-8", "surrogatepass")
         if lib.monlight_options_set_string(self.pointer, option, encoded, len(encoded)) != OK:
             raise ValueError(f"{self.owner}: {self.last_error()}")
@@ -315,6 +318,32 @@ def _forget_parent_state_in_child() -> None:
     _pending_waiters.clear()
     # Another thread of the parent may have held the lock at the fork.
     _shutdown_lock = threading.RLock()
+    _deliver_at_multiprocessing_exit()
+
+
+class _AfterForkToken:
+    """The object multiprocessing's after-fork registry keeps a weak reference to."""
+
+
+_AFTER_FORK_TOKEN = _AfterForkToken()
+
+
+def _deliver_at_multiprocessing_exit() -> None:
+    # multiprocessing's children end with os._exit(), which skips atexit,
+    # after running multiprocessing's own exit hook, so delivery is
+    # registered there. A new child clears that hook's registry after this
+    # fork hook has run, then runs its after-fork callbacks: the
+    # registration is made from one of those. The module is only looked
+    # up, never imported here: a process that has not imported it has no
+    # such children.
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        util.register_after_fork(_AFTER_FORK_TOKEN, _register_multiprocessing_exit)
+
+
+def _register_multiprocessing_exit(_token: object) -> None:
+    util = sys.modules["multiprocessing.util"]
+    util.Finalize(None, _shutdown_all_at_exit, exitpriority=100)
 
 
 atexit.register(_shutdown_all_at_exit)

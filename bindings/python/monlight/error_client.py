@@ -304,8 +304,12 @@ def encode_extra(extra: Any) -> str:
 
 def _json_safe(value: Any, containers_on_path: set[int], depth: int) -> Any:
     """Return a copy of value that json.dumps can encode (see encode_extra)."""
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, (str, bool)):
         return value
+    if isinstance(value, int):
+        # Python refuses to print ints of more than 4300 digits (the
+        # default int_max_str_digits); 12,000 bits stay well under that.
+        return value if value.bit_length() <= 12000 else f"<int of {value.bit_length()} bits>"
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if depth >= EXTRA_MAX_DEPTH:

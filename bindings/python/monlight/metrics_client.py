@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 # applications use a few dozen names and label sets; the bound only
 # matters when an application puts unbounded values into labels.
 CACHE_MAX_ENTRIES = 4096
+CACHE_MAX_ENTRY_BYTES = 4096
 
 _COUNTER = lib.MONLIGHT_COUNTER
 _HISTOGRAM = lib.MONLIGHT_HISTOGRAM
@@ -95,9 +96,12 @@ class _LabelsCache(dict):
         text = ",".join(f"{_quote_json_string(key)}:{_quote_json_string(value)}" for key, value in items)
         encoded = _utf8("{" + text + "}")
         entry = (encoded, len(encoded))
-        if len(self) >= CACHE_MAX_ENTRIES:
-            self.clear()
-        self[items] = entry
+        # Huge label sets are not kept, so that the cache's memory stays
+        # bounded by its entry count times a small size.
+        if len(encoded) <= CACHE_MAX_ENTRY_BYTES:
+            if len(self) >= CACHE_MAX_ENTRIES:
+                self.clear()
+            self[items] = entry
         return entry
 
 

@@ -461,3 +461,14 @@ def test_stats_count_delivered(receiver, make_error_client, method: str) -> None
             asyncio.run(client.report_error(caught(charge, amount)))
 
     assert client.stats() == {"delivered": 3, "dropped": 0, "retried": 0, "failed": 0, "pending": 0}
+
+
+def test_huge_int_in_extra_is_replaced(receiver, make_error_client, monlight_log) -> None:
+    monlight_log.expect(r"extra could not be encoded as JSON")
+    client = make_error_client()
+
+    client.report_error_sync(ValueError("boom"), {"extra": {"n": 10**5000, "ok": 1}})
+
+    (event,) = receiver.errors()
+    assert event["report"]["extra"]["ok"] == 1
+    assert event["report"]["extra"]["n"].startswith("<int of ")

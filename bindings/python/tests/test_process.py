@@ -223,3 +223,37 @@ def test_free_deferred_on_engine_thread(receiver) -> None:
 
     _engine.free_client(fake_free, "direct")
     assert calls == ["direct", "deferred"]
+
+
+def test_multiprocessing_children_deliver(receiver) -> None:
+    # multiprocessing's children end with os._exit(), which skips atexit;
+    # the package delivers from multiprocessing's own exit hook instead.
+    result = run_python(f"""
+        import multiprocessing
+        from monlight import MetricsClient
+
+        metrics = MetricsClient({receiver.url!r}, {receiver.api_key!r}, flush_interval=60)
+
+        def job(number):
+            metrics.counter("pool_jobs_total", labels={{"kind": "pool"}})
+            return number
+
+        def single():
+            metrics.counter("process_jobs_total")
+
+        if __name__ == "__main__":
+            context = multiprocessing.get_context("fork")
+            with context.Pool(2) as pool:
+                assert sum(pool.map(job, range(40))) == sum(range(40))
+                pool.close()
+                pool.join()
+            process = context.Process(target=single)
+            process.start()
+            process.join()
+            print("done", flush=True)
+    """)
+
+    assert result.returncode == 0, result.stderr
+    names = [metric["name"] for metric in receiver.metrics()]
+    assert names.count("pool_jobs_total") == 40
+    assert names.count("process_jobs_total") == 1
