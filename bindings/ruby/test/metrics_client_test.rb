@@ -128,6 +128,11 @@ class MetricsClientTest < MonlightTest
     cases = {
       "name" => -> { client.counter(7) },
       "labels" => -> { client.counter("c", labels: [%w[a b]]) },
+      "labels could not be converted" => lambda {
+        unprintable = Object.new
+        def unprintable.to_s = raise("to_s fails")
+        client.counter("c", labels: { "k" => unprintable })
+      },
       "value" => -> { client.gauge("g", "12") },
       "flush_interval" => -> { Monlight::MetricsClient.new(base_url: URL, api_key: "k", flush_interval: 0) },
       "timeout" => -> { Monlight::MetricsClient.new(base_url: URL, api_key: "k", timeout: Float::NAN) },

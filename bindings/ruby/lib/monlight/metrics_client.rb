@@ -145,6 +145,12 @@ module Monlight
       return labels if labels.all? { |key, value| plain_label_text?(key) && plain_label_text?(value) }
 
       labels.each_with_object({}) { |(key, value), strings| strings[Text.utf8(key)] = Text.utf8(value) }
+    rescue ArgumentError
+      raise
+    rescue StandardError => e
+      # A key or value whose own to_s (or a Hash subclass whose each)
+      # raises is a bad argument like any other, reported in Ruby's terms.
+      raise ArgumentError, "labels could not be converted to Strings (#{e.class}: #{e.message})"
     end
 
     def plain_label_text?(text)
