@@ -251,6 +251,17 @@ class Options:
         return out[0]
 
 
+def url_for_display(url: Any) -> Any:
+    """Return a URL without its user:password@ part, for repr() and messages."""
+    if not isinstance(url, str) or "@" not in url:
+        return url
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
+
+
 def attach_finalizer(owner: object, free: Callable[[Any], None], pointer: Any) -> weakref.finalize:
     """Free the engine client when ``owner`` is garbage collected.
 

@@ -99,7 +99,7 @@ class ErrorClient:
         self._finalizer = _engine.attach_finalizer(self, lib.monlight_error_client_free, self._client)
 
     def __repr__(self) -> str:
-        return f"ErrorClient(base_url={self.base_url!r}, project={self.project!r})"
+        return f"ErrorClient(base_url={_engine.url_for_display(self.base_url)!r}, project={self.project!r})"
 
     async def report_error(
         self,

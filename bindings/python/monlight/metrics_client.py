@@ -202,7 +202,7 @@ class MetricsClient:
         self._finalizer = _engine.attach_finalizer(self, lib.monlight_metrics_client_free, self._client)
 
     def __repr__(self) -> str:
-        return f"MetricsClient(base_url={self.base_url!r}, project={self.project!r})"
+        return f"MetricsClient(base_url={_engine.url_for_display(self.base_url)!r}, project={self.project!r})"
 
     # ------------------------------------------------------------ recording
     #

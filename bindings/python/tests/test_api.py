@@ -198,3 +198,12 @@ def test_engine_version_is_checked() -> None:
         _engine.check_engine_version("0.1.0", expected="0.1.1")
     with pytest.raises(ImportError, match="reinstall"):
         _engine.check_engine_version("garbage", expected="0.1.0")
+
+
+def test_repr_hides_url_credentials() -> None:
+    from monlight import ErrorClient, MetricsClient
+
+    for client_class in (ErrorClient, MetricsClient):
+        client = client_class("http://user:hunter2@127.0.0.1:9/", "key")
+        assert "hunter2" not in repr(client)
+        assert "127.0.0.1:9" in repr(client)

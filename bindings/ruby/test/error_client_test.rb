@@ -72,6 +72,20 @@ class ErrorClientTest < MonlightTest
     assert_equal "queued", report["message"]
   end
 
+  def test_context_that_raises_still_sends_the_report
+    client = error_client
+    error = capture { RaiseSites.first_site("context breaks") }
+    user = Object.new
+    def user.to_s = raise("to_s fails")
+
+    assert client.report_error_sync(error, { user_id: user })
+
+    report = stored_errors(@project).first
+    assert_equal "context breaks", report["message"]
+    assert_nil report["user_id"]
+    assert_includes log_text, "sending what can be read"
+  end
+
   def test_traceback_groups_by_raise_line
     client = error_client
     client.report_error_sync(capture { RaiseSites.first_site("one") })

@@ -121,7 +121,25 @@ module Monlight
         raise ArgumentError, "request_context must be a Hash, got #{request_context.class}"
       end
 
-      fill_report(exception, request_context, fallback_locations)
+      # A context value or an exception method that raises costs what it
+      # touched, not the report: the report is built again without the
+      # request context, then with only the class name.
+      fill_report(exception, request_context, fallback_locations) ||
+        (request_context.empty? ? nil : fill_report(exception, {}, fallback_locations)) ||
+        minimal_report(exception)
+    end
+
+    def minimal_report(exception)
+      report = Native.report_new
+      return nil unless report
+
+      set(report, Native::FIELD_EXCEPTION_TYPE, exception.class.name || "Exception")
+      set(report, Native::FIELD_MESSAGE, "(the exception's message could not be read)")
+      report
+    rescue StandardError => e
+      Native.report_release(report) if report
+      Log.internal_error("error report: even a minimal report of #{exception.class} failed", e)
+      nil
     end
 
     def fill_report(exception, request_context, fallback_locations)
@@ -134,8 +152,11 @@ module Monlight
       add_context(report, request_context)
       report
     rescue StandardError => e
+      # Most often an application object whose to_s or message raises;
+      # build_report tries again with less.
       Native.report_release(report) if report
-      Log.internal_error("error report: building the report of #{exception.class} failed", e)
+      Log.warn("error report: building the report of #{exception.class} failed " \
+               "(#{e.class}: #{e.message}); sending what can be read")
       nil
     end
 
