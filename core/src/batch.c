@@ -56,7 +56,7 @@ void ml_batch_free(ml_batch *batch)
  * are counted in the entries' sizes. */
 #define ARRAY_OVERHEAD 2
 
-/* The longest number ml_json_append_number() writes. */
+/* The maximum length of a number that ml_json_append_number() writes. */
 #define NUMBER_MAX 24
 
 size_t ml_entry_body_size(size_t series_length, size_t project_part)

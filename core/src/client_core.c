@@ -1,8 +1,8 @@
 /*
- * client_core.c: what the error client and the metrics client share:
- * creation and destruction of their configuration, transport, lock and
- * log limiter, the last-error message, the counters, and the parts of
- * the fork hooks that do not depend on the client's kind.
+ * client_core.c: the parts the error client and the metrics client share.
+ * These are the creation and destruction of their configuration,
+ * transport, lock and log limiter, the last-error message, the counters,
+ * and the halves of the fork hooks that do not depend on the client kind.
  */
 #include "internal.h"
 
@@ -95,11 +95,11 @@ void ml_core_parent_after_fork(ml_client_core *core)
 
 void ml_core_child_after_fork(ml_client_core *core)
 {
-    /* The lock was taken before the fork by the thread that forked, the
-     * only thread in the child; the condition variable and the limiter's
-     * lock may have been in use by threads that do not exist here, so all
-     * three are made anew. The counters are the parent's: the child
-     * counts from zero. */
+    /* The thread that forked, the only thread in the child, took the lock
+     * before the fork. The condition variable and the limiter's lock may
+     * have been in use by threads that do not exist here, so all three
+     * are made anew. The counters are the parent's, so the child counts
+     * from zero. */
     core->transport->ops->after_fork_child(core->transport);
     atomic_store(&core->delivered, 0);
     atomic_store(&core->dropped, 0);

@@ -92,7 +92,7 @@ double ml_backoff_delay(int attempt, double max_delay, double retry_after)
     /* A server's own figure wins, even over the cap: retrying earlier than
      * it asked only earns another 429. It is kept between one second (the
      * services count in whole seconds, and a tiny figure would make a
-     * client hammer them) and an hour (so that one answer cannot park the
+     * client hammer them) and an hour (so that one response cannot park the
      * queue for days). */
     if (retry_after > 0) {
         if (retry_after < ML_RETRY_AFTER_MIN)

@@ -100,8 +100,8 @@ static monlight_status build_body(monlight_error_client *client,
     return status;
 }
 
-/* Sends one body and counts the outcome; warnings name the tracker and
- * what it answered, never the key. */
+/* Sends one body and counts the outcome. Warnings name the tracker and
+ * quote its response, never the key. */
 static void send_once(monlight_error_client *client, const char *body,
                       size_t length, ml_response *response)
 {

@@ -33,7 +33,7 @@
 #define ML_EXCEPTION_TYPE_MAX 200u
 #define ML_METRIC_NAME_MAX 200u
 
-/* How much of an error answer a warning quotes. */
+/* Bytes of an error response that a warning quotes. */
 #define ML_ANSWER_QUOTE_MAX 200u
 
 /* ------------------------------------------------------------------ */
@@ -220,11 +220,11 @@ double ml_backoff_delay(int attempt, double max_delay, double retry_after);
 
 /* What one request produced, already sorted into the engine's terms. */
 typedef struct ml_response {
-    monlight_status status; /* MONLIGHT_OK on a 2xx answer */
+    monlight_status status; /* MONLIGHT_OK on a 2xx response */
     bool retryable;         /* nothing can have reached the server */
-    long http_status;       /* 0 when no answer arrived */
+    long http_status;       /* 0 when no response arrived */
     double retry_after;     /* seconds the server asked to wait, or 0 */
-    char answer[ML_ANSWER_QUOTE_MAX + 1]; /* start of the answer body */
+    char answer[ML_ANSWER_QUOTE_MAX + 1]; /* start of the response body */
     char detail[256];       /* one-line description for warnings */
 } ml_response;
 
@@ -232,11 +232,11 @@ typedef struct ml_transport ml_transport;
 
 /*
  * A transport sends requests for one client. The libcurl transport is the
- * only one today; it keeps a pool of connections so that each thread that
+ * only one today. It keeps a pool of connections, so each thread that
  * sends at the same moment has its own reusable connection.
  */
 typedef struct ml_transport_ops {
-    /* POSTs body to url and waits for the answer or the timeout. */
+    /* POSTs body to url and waits for the response or the timeout. */
     void (*post)(ml_transport *transport, const char *url, const char *body,
                  size_t length, ml_response *response);
     /* GETs url without the API key (health checks). */
@@ -340,7 +340,7 @@ typedef struct ml_series {
 /*
  * A batch is what one POST will carry: at most 1000 metrics whose JSON
  * body fits in 512 KiB. Metrics are appended to the newest batch until it
- * is full; a flush sends whole batches, and a batch that failed with a
+ * is full. A flush sends whole batches, and a batch that failed with a
  * retryable error is kept, whole, for the next attempt.
  */
 typedef struct ml_batch {
@@ -417,8 +417,8 @@ struct ml_client {
 };
 
 /*
- * What both client kinds share. Each client struct starts with one, so
- * that the registry, which sees an ml_client, reaches the whole client.
+ * The state both client kinds share. Each client struct starts with one,
+ * so a pointer to the registry's ml_client is also one to the client.
  */
 typedef struct ml_client_core {
     ml_client registry; /* first */

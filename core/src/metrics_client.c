@@ -252,7 +252,7 @@ static void build_series_text(ml_buf *out, const char *name,
 
 static monlight_status start_thread_locked(monlight_metrics_client *client);
 
-/* Drops the oldest batches while the queue holds more than the cap. */
+/* Drops the oldest batches while the queue is over a cap. */
 static size_t enforce_cap_locked(monlight_metrics_client *client)
 {
     size_t dropped = 0;
@@ -296,36 +296,8 @@ static uint64_t series_key_hash(monlight_metric_type type, const char *name,
     return ml_hash(hash, labels_json, labels_length);
 }
 
-/*
- * Adds a series to a batch: writes its text, and on the way checks that
- * one metric of it fits in a batch body at all. Returns the index, or
- * UINT32_MAX with *reason set.
- */
-static uint32_t add_series_locked(monlight_metrics_client *client,
-                                  ml_batch *batch, const ml_series_key *key,
-                                  const char **reason)
-{
-    char storage[512];
-    ml_buf text;
-    ml_buf_init_with(&text, storage, sizeof storage);
-    build_series_text(&text, key->name, key->name_length, type_name(key->type),
-                      key->labels_json, key->labels_length);
-
-    uint32_t index = UINT32_MAX;
-    if (text.failed)
-        *reason = "out of memory";
-    else if (ml_entry_body_size(text.length, client->project_part_length) + 2 >
-             ML_METRICS_BODY_MAX)
-        *reason = "labels make it larger than a 512 KiB batch";
-    else if ((index = ml_batch_series(batch, key, text.data, text.length)) ==
-             UINT32_MAX)
-        *reason = "out of memory";
-    ml_buf_free(&text);
-    return index;
-}
-
-/* Returns the newest batch if it can take one more metric of `series_length`
- * bytes of text, else a new batch appended to the queue (NULL when memory is
+/* Returns the newest batch if it can take one more metric of entry_size
+ * bytes, else a new batch appended to the queue (NULL when memory is
  * exhausted). */
 static ml_batch *batch_with_room_locked(monlight_metrics_client *client,
                                         size_t entry_size)
@@ -344,6 +316,36 @@ static ml_batch *batch_with_room_locked(monlight_metrics_client *client,
         client->head = batch;
     client->tail = batch;
     return batch;
+}
+
+/*
+ * Writes the series text of a key and adds it to a batch with room for
+ * one metric of it: the newest batch, or a new one. Returns NULL with
+ * *batch and *series set, or the reason the metric is rejected.
+ */
+static const char *add_series_locked(monlight_metrics_client *client,
+                                     const ml_series_key *key, ml_batch **batch,
+                                     uint32_t *series)
+{
+    char storage[512];
+    ml_buf text;
+    ml_buf_init_with(&text, storage, sizeof storage);
+    build_series_text(&text, key->name, key->name_length, type_name(key->type),
+                      key->labels_json, key->labels_length);
+
+    const char *reason = NULL;
+    size_t entry_size = ml_entry_body_size(text.length, client->project_part_length);
+    if (text.failed)
+        reason = "out of memory";
+    else if (entry_size + 2 > ML_METRICS_BODY_MAX)
+        reason = "labels make it larger than a 512 KiB batch";
+    else if (!(*batch = batch_with_room_locked(client, entry_size)))
+        reason = "out of memory";
+    else if ((*series = ml_batch_series(*batch, key, text.data, text.length)) ==
+             UINT32_MAX)
+        reason = "out of memory";
+    ml_buf_free(&text);
+    return reason;
 }
 
 /*
@@ -389,7 +391,6 @@ static const char *append_locked(monlight_metrics_client *client,
         }
     }
 
-    const char *reason = NULL;
     ml_batch *batch = client->tail;
     uint32_t series = batch ? ml_batch_find(batch, key) : UINT32_MAX;
     size_t entry_size = 0;
@@ -401,26 +402,11 @@ static const char *append_locked(monlight_metrics_client *client,
             series = UINT32_MAX; /* full: the series goes into a new batch */
     }
     if (series == UINT32_MAX) {
-        /* The text is written into the newest batch, or into a new one if
-         * the newest cannot take it. */
-        ml_batch *scratch_target = batch_with_room_locked(client, 0);
-        if (!scratch_target)
-            return "out of memory";
-        series = add_series_locked(client, scratch_target, key, &reason);
-        if (series == UINT32_MAX)
+        const char *reason = add_series_locked(client, key, &batch, &series);
+        if (reason)
             return reason;
-        batch = scratch_target;
         entry_size = ml_entry_body_size(batch->series[series].length,
                                         client->project_part_length);
-        if (batch->count >= client->batch_limit ||
-            batch->body_size + entry_size > ML_METRICS_BODY_MAX) {
-            batch = batch_with_room_locked(client, entry_size);
-            if (!batch)
-                return "out of memory";
-            series = add_series_locked(client, batch, key, &reason);
-            if (series == UINT32_MAX)
-                return reason;
-        }
     }
 
     size_t size_before = batch->body_size;
@@ -687,7 +673,7 @@ static void free_batch_list(ml_batch *batch)
  * Sends a list of batches taken from the queue, in order, from the
  * calling thread. Batches that fail with a retryable error are requeued
  * with a backoff; after a connection failure or a 429 the rest of the
- * list is requeued untried, since the server would answer the same.
+ * list is requeued untried, since the server would respond the same way.
  * Returns the first failure, or OK.
  */
 static monlight_status send_batches(monlight_metrics_client *client,

@@ -2,13 +2,13 @@
  * report.c: error reports, from the application's fields to the JSON body
  * the error tracker accepts.
  *
- * The tracker refuses a body over 256 KiB, a project over 100 bytes and an
- * exception type over 200 bytes. A report is never refused here for any of
- * these: long names are shortened at a character boundary, and a body that
- * would be too large is trimmed, traceback first (keeping its start and
- * its last frames, which the tracker groups by), then the message, then
- * `extra`. What was trimmed is listed in extra.monlight_trimmed, so the
- * report says so where people read it.
+ * The tracker rejects a body over 256 KiB, a project over 100 bytes and an
+ * exception type over 200 bytes. A report is never rejected here for any
+ * of these. Long names are shortened at a character boundary, and a body
+ * that would be too large is trimmed: traceback first (keeping its start
+ * and its last frames, which the tracker groups by), then the message,
+ * then `extra`. What was trimmed is listed in extra.monlight_trimmed,
+ * where people reading the report see it.
  */
 #include "internal.h"
 

@@ -4,7 +4,7 @@
  * Each client owns a small pool of curl easy handles. A thread that sends
  * takes a handle from the pool and puts it back afterwards, so every
  * sender has its own connection and reuses it (keep-alive) whenever the
- * server allows; when the server closes after each answer, as the monlight
+ * server allows; when the server closes after each response, as the monlight
  * services do, curl opens a fresh connection next time.
  *
  * Every request carries X-API-Key and Content-Type: application/json, an
@@ -25,7 +25,7 @@
  * closed after their request. */
 #define POOL_MAX 8
 
-/* Bytes of an answer kept: enough for a 429's retry_after and a quote. */
+/* Bytes of a response kept: enough for a 429's retry_after and a quote. */
 #define ANSWER_KEEP 2048
 
 typedef struct curl_transport {
@@ -104,7 +104,7 @@ static double retry_after_from_body(const char *body)
     return isfinite(seconds) && seconds > 0 ? seconds : 0;
 }
 
-/* Copies the start of an answer as one printable line, for warnings. A
+/* Copies the start of a response as one printable line, for warnings. A
  * proxy may echo the request, so the API key is masked wherever it
  * appears. */
 static void quote_answer(const answer_sink *sink, const char *api_key, char *out)
@@ -117,7 +117,7 @@ static void quote_answer(const answer_sink *sink, const char *api_key, char *out
     }
     out[n] = '\0';
 
-    /* The key is searched in the whole kept answer, so that a key cut by
+    /* The key is searched in the whole kept response, so that a key cut by
      * the quote's end is masked too. */
     size_t key_length = strlen(api_key);
     for (size_t i = 0; key_length > 0 && i < sink->length; i++) {
